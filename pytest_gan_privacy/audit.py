@@ -1,0 +1,231 @@
+"""The audit: load, encode, attack, measure, gate.
+
+`run_audit` is the one place where the steps meet; the gate itself is
+`AuditResult.passed`: the leakage F1 of the gating attack against the limit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import __version__
+from .attacks import AttackScores, nearest_neighbour_attack
+from .encoders import Progress, build_encoder, encode_images, resolve_device
+from .errors import AuditInputError
+from .images import ImageSet, load_image_set
+from .metrics import MembershipMetrics, check_fold_counts, membership_metrics
+from .settings import AuditSettings
+
+
+@dataclass
+class Candidates:
+    """The real candidates, members (used, label 1) then non-members (not_used, 0),
+    each group in content-hash order."""
+
+    members: ImageSet
+    non_members: ImageSet
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.r_[np.ones(len(self.members), int), np.zeros(len(self.non_members), int)]
+
+    @property
+    def ids(self) -> list[str]:
+        return [f"used/{i}" for i in self.members.ids] + [
+            f"not_used/{i}" for i in self.non_members.ids
+        ]
+
+    @property
+    def hashes(self) -> list[str]:
+        return self.members.hashes + self.non_members.hashes
+
+    def __len__(self) -> int:
+        return len(self.members) + len(self.non_members)
+
+
+@dataclass
+class AttackResult:
+    """One attack's scores and the metrics measured from them."""
+
+    scores: AttackScores
+    metrics: MembershipMetrics
+
+
+@dataclass
+class AuditResult:
+    """Everything an audit measured; `passed` is the gate's verdict."""
+
+    settings: AuditSettings
+    generated: ImageSet
+    candidates: Candidates
+    attacks: dict[str, AttackResult]
+    gating_attack: str
+    device: str
+    encoder: dict
+    timings: dict[str, float]
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gate(self) -> MembershipMetrics:
+        """The metrics of the attack the gate uses."""
+        return self.attacks[self.gating_attack].metrics
+
+    @property
+    def f1(self) -> float:
+        return self.gate.f1
+
+    @property
+    def passed(self) -> bool:
+        """The gate: leakage F1 at or below the configured limit."""
+        return self.gate.f1 <= self.settings.max_f1
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    @property
+    def seconds(self) -> float:
+        return self.timings.get("total", 0.0)
+
+    def summary(self) -> str:
+        """One line: verdict, F1 with interval and chance, limit, AUC."""
+        m = self.gate
+        return (
+            f"{self.verdict}: leakage F1 {m.f1:.3f} (95% CI {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}, "
+            f"chance {m.chance_f1:.3f}) vs limit {self.settings.max_f1:.3f}; "
+            f"AUC {m.auc:.3f}; {len(self.candidates)} candidates, "
+            f"{len(self.generated)} generated"
+        )
+
+    def as_dict(self) -> dict:
+        """The JSON result: the gate's numbers at the top level, then the details."""
+        m = self.gate
+        return {
+            "generator": "pytest-gan-privacy",
+            "passed": self.passed,
+            "verdict": self.verdict,
+            "f1": m.f1,
+            "f1_ci": list(m.f1_ci),
+            "chance_f1": m.chance_f1,
+            "max_f1": self.settings.max_f1,
+            "margin": self.settings.max_f1 - m.f1,
+            "accuracy": m.accuracy,
+            "precision": m.precision,
+            "recall": m.recall,
+            "specificity": m.specificity,
+            "auc": m.auc,
+            "tpr_at_1pct_fpr": m.tpr_at_1pct_fpr,
+            "tpr_at_0_1pct_fpr": m.tpr_at_0_1pct_fpr,
+            "confusion": m.confusion,
+            "gating_attack": self.gating_attack,
+            "threshold_policy": self.settings.threshold_policy,
+            "n_generated": len(self.generated),
+            "n_used": len(self.candidates.members),
+            "n_not_used": len(self.candidates.non_members),
+            "features": self.settings.features,
+            "encoder": self.encoder,
+            "device": self.device,
+            "seed": self.settings.seed,
+            "seconds": self.seconds,
+            "timings": self.timings,
+            "attacks": {
+                name: {"description": a.scores.description, **a.metrics.as_dict()}
+                for name, a in self.attacks.items()
+            },
+            "inputs": {
+                role: {"folder": str(s.folder), "count": len(s), "manifest_sha256": s.manifest_sha256()}
+                for role, s in (
+                    ("generated", self.generated),
+                    ("used", self.candidates.members),
+                    ("not_used", self.candidates.non_members),
+                )
+            },
+            "settings": self.settings.as_dict(),
+            "versions": self.versions,
+        }
+
+
+def versions() -> dict[str, str]:
+    import timm
+
+    return {"pytest_gan_privacy": __version__, "torch": torch.__version__, "timm": timm.__version__}
+
+
+def load_candidates(settings: AuditSettings) -> Candidates:
+    """The used and not_used images, checked for images that are in both."""
+    members = load_image_set(settings.used, "used")
+    non_members = load_image_set(settings.not_used, "not_used")
+    shared = sorted(set(members.hashes) & set(non_members.hashes))
+    if shared:
+        where_m = dict(zip(members.hashes, members.paths))
+        where_n = dict(zip(non_members.hashes, non_members.paths))
+        pairs = "\n  ".join(f"{where_m[h]} = {where_n[h]}" for h in shared[:10])
+        raise AuditInputError(
+            f"{len(shared)} image(s) are in both used and not_used (same content); an image "
+            f"cannot be both a member and a non-member. Remove one copy of each:\n  {pairs}"
+        )
+    check_fold_counts(len(members), len(non_members), settings.folds)
+    return Candidates(members, non_members)
+
+
+def run_audit(settings: AuditSettings, progress: Progress | None = None) -> AuditResult:
+    """Run the whole audit described by `settings` and return its result.
+
+    Raises AuditInputError for bad input; writes nothing (see report.write_outputs).
+    """
+    progress = progress or (lambda stage, done, total: None)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(stage: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[stage] = round(now - since, 3)
+        return now
+
+    device = resolve_device(settings.device)
+    torch.manual_seed(settings.seed)
+    t = time.perf_counter()
+    candidates = load_candidates(settings)
+    generated = load_image_set(settings.generated, "generated")
+    t = lap("load", t)
+
+    encoder = build_encoder(settings)
+    encoder.fit(generated, device, progress)
+    t = lap("fit_encoder", t)
+
+    def encode(images: ImageSet) -> torch.Tensor:
+        return encode_images(images, encoder, device, settings.batch_size, settings.workers,
+                             progress)
+
+    generated_features = encode(generated)
+    candidate_features = torch.cat([encode(candidates.members), encode(candidates.non_members)])
+    t = lap("encode", t)
+
+    labels = candidates.labels
+    scores = nearest_neighbour_attack(candidate_features, generated_features, device)
+    attacks = {
+        scores.name: AttackResult(
+            scores,
+            membership_metrics(
+                scores.scores, labels, settings.threshold_policy, settings.folds,
+                settings.seed, settings.bootstrap,
+            ),
+        )
+    }
+    lap("attack", t)
+    timings["total"] = round(time.perf_counter() - started, 3)
+    return AuditResult(
+        settings=settings,
+        generated=generated,
+        candidates=candidates,
+        attacks=attacks,
+        gating_attack=scores.name,
+        device=str(device),
+        encoder=encoder.describe(),
+        timings=timings,
+        versions=versions(),
+    )

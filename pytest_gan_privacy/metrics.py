@@ -1,0 +1,184 @@
+"""Honest membership metrics: cross-fitted thresholds, intervals and chance level.
+
+The threshold that turns scores into used / not-used calls is never fitted on the
+candidates it classifies: with stratified k-fold cross-fitting, each fold is
+classified by a threshold fitted on the other folds, and every metric is computed
+from these out-of-fold calls. Threshold-free metrics (AUC, TPR at low FPR) use
+the scores directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.metrics import (
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.model_selection import StratifiedKFold
+
+from .errors import AuditInputError
+
+LOW_FPRS = (0.01, 0.001)
+
+
+@dataclass
+class MembershipMetrics:
+    """The numbers of one attack, all from out-of-fold calls or from the raw scores."""
+
+    f1: float
+    f1_ci: tuple[float, float]
+    chance_f1: float
+    accuracy: float
+    precision: float
+    recall: float
+    specificity: float
+    auc: float
+    tpr_at_1pct_fpr: float | None
+    tpr_at_0_1pct_fpr: float | None
+    confusion: dict  # tn, fp, fn, tp
+    thresholds: list[float]  # one per fold
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["f1_ci"] = list(self.f1_ci)
+        return out
+
+
+def check_fold_counts(n_members: int, n_non_members: int, folds: int) -> None:
+    """Each class needs at least one candidate per fold."""
+    for role, n in (("used", n_members), ("not_used", n_non_members)):
+        if n < folds:
+            raise AuditInputError(
+                f"the {role} folder has {n} image(s), but the cross-fitted threshold needs "
+                f"at least {folds} per class (one per fold): add {role} images or lower "
+                f"the number of folds (--folds, at least 2)"
+            )
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Test indices of each fold. Labels must be in a name-independent order."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [test for _train, test in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def fit_threshold(scores: np.ndarray, labels: np.ndarray, policy: str) -> float:
+    """A score threshold fitted on labelled scores; a candidate at or above it is called used.
+
+    prevalence: call "used" the same fraction of candidates as are members (the
+        attacker knows how many images trained the model, as in ImageCLEFmed GANs).
+    max-f1: the threshold that maximises F1 on these scores.
+    """
+    if policy == "prevalence":
+        ranked = np.sort(scores)[::-1]
+        n_called = max(1, int(round(labels.mean() * len(scores))))
+        return float(ranked[n_called - 1])
+    if policy == "max-f1":
+        precision, recall, thresholds = precision_recall_curve(labels, scores)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
+        return float(thresholds[int(np.argmax(f1[:-1]))])
+    raise ValueError(f"unknown threshold policy {policy!r}")
+
+
+def cross_fitted_calls(
+    scores: np.ndarray, labels: np.ndarray, fold_tests: list[np.ndarray], policy: str
+) -> tuple[np.ndarray, list[float]]:
+    """Out-of-fold used / not-used calls and the threshold each fold used."""
+    calls = np.zeros(len(scores), dtype=bool)
+    thresholds = []
+    for test in fold_tests:
+        train = np.setdiff1d(np.arange(len(scores)), test)
+        threshold = fit_threshold(scores[train], labels[train], policy)
+        calls[test] = scores[test] >= threshold
+        thresholds.append(threshold)
+    return calls, thresholds
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float | None:
+    """TPR at the given FPR, or None when there are too few non-members to measure it
+    (fewer than 1 / fpr: one false positive would already exceed it)."""
+    if (labels == 0).sum() < round(1 / fpr):
+        return None
+    fprs, tprs, _ = roc_curve(labels, scores)
+    return float(tprs[fprs <= fpr].max())
+
+
+def chance_f1(labels: np.ndarray, calls: np.ndarray) -> float:
+    """Expected F1 of a labels-blind guess that calls the same fraction of candidates used.
+
+    Guessing at random with rate q on a set with member fraction p gives precision p
+    and recall q, so F1 = 2pq / (p + q).
+    """
+    p, q = labels.mean(), calls.mean()
+    return float(2 * p * q / (p + q)) if p + q > 0 else 0.0
+
+
+def bootstrap_f1_interval(
+    labels: np.ndarray, calls: np.ndarray, rounds: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """95 % interval of F1 over candidates resampled within each class.
+
+    The out-of-fold calls are kept fixed: this is the sampling noise of the
+    candidate set, the larger part of the uncertainty with a few hundred images.
+    """
+    if rounds == 0:
+        f1 = float(f1_score(labels, calls, zero_division=0))
+        return f1, f1
+    members, non_members = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    picks = np.concatenate(
+        [
+            rng.choice(members, size=(rounds, len(members))),
+            rng.choice(non_members, size=(rounds, len(non_members))),
+        ],
+        axis=1,
+    )
+    y, c = labels[picks], calls[picks]
+    tp = (y & c).sum(1)
+    f1 = 2 * tp / np.maximum(y.sum(1) + c.sum(1), 1)
+    lo, hi = np.quantile(f1, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def membership_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    policy: str = "prevalence",
+    folds: int = 5,
+    seed: int = 0,
+    bootstrap: int = 1000,
+) -> MembershipMetrics:
+    """Every number of one attack. `labels` are 1 for members (used), 0 for non-members.
+
+    Scores and labels must be in a name-independent order (content-hash order), so
+    that folds and bootstrap samples do not depend on file names.
+    """
+    labels = np.asarray(labels, dtype=int)
+    scores = np.asarray(scores, dtype=float)
+    check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
+    fold_tests = stratified_folds(labels, folds, seed)
+    calls, thresholds = cross_fitted_calls(scores, labels, fold_tests, policy)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, calls, average="binary", zero_division=0
+    )
+    tn, fp, fn, tp = confusion_matrix(labels, calls, labels=[0, 1]).ravel()
+    rng = np.random.default_rng(seed)
+    return MembershipMetrics(
+        f1=float(f1),
+        f1_ci=bootstrap_f1_interval(labels, calls, bootstrap, rng),
+        chance_f1=chance_f1(labels, calls),
+        accuracy=float((tp + tn) / len(labels)),
+        precision=float(precision),
+        recall=float(recall),
+        specificity=float(tn / (tn + fp)) if tn + fp else 0.0,
+        auc=float(roc_auc_score(labels, scores)),
+        tpr_at_1pct_fpr=tpr_at_fpr(labels, scores, LOW_FPRS[0]),
+        tpr_at_0_1pct_fpr=tpr_at_fpr(labels, scores, LOW_FPRS[1]),
+        confusion={"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        thresholds=[float(t) for t in thresholds],
+    )
