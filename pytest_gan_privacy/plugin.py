@@ -1,0 +1,373 @@
+"""The pytest plugin: `pytest --gan-audit`.
+
+Loaded by pytest on every run, so this module imports nothing heavy: torch, timm
+and scikit-learn are imported only when an audit runs. Without `--gan-audit` the
+plugin adds options and a marker and does nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import AuditInputError
+from .settings import (
+    DEFAULT_FEATURES,
+    DEFAULT_MAX_F1,
+    DEVICE_CHOICES,
+    FEATURE_CHOICES,
+    THRESHOLD_POLICIES,
+    AuditSettings,
+    parse_choice,
+    parse_int,
+    parse_max_f1,
+)
+
+AUDIT_ITEM_NAME = "gan_privacy_audit"
+DEFAULT_REPORT = "gan-audit-report.html"
+
+
+def _path(value: str) -> str:
+    return value
+
+
+# (setting, flag suffix, argparse type, help). Each is `--gan-audit-<suffix>` on the
+# command line and `gan_audit_<setting>` in the ini file; the command line wins.
+OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("generated", "generated", _path, "folder of generated images"),
+    ("used", "used", _path, "folder of real images the model was trained on (members)"),
+    ("not_used", "not-used", _path, "folder of real images it was not trained on (non-members)"),
+    ("max_f1", "max-f1", parse_max_f1,
+     f"fail when the leakage F1 is over this limit (default {DEFAULT_MAX_F1})"),
+    ("report", "report", _path, f"HTML report to write (default ./{DEFAULT_REPORT})"),
+    ("json", "json", _path, "JSON result to write (default: the report's path with .json)"),
+    ("features", "features", lambda v: parse_choice(v, FEATURE_CHOICES, "features"),
+     f"image features: {', '.join(FEATURE_CHOICES)} (default {DEFAULT_FEATURES})"),
+    ("device", "device", lambda v: parse_choice(v, DEVICE_CHOICES, "device"),
+     "auto, cpu or cuda (default auto)"),
+    ("seed", "seed", lambda v: parse_int(v, "seed", 0), "random seed (default 0)"),
+    ("threshold_policy", "threshold-policy",
+     lambda v: parse_choice(v, THRESHOLD_POLICIES, "threshold policy"),
+     "how the cross-fitted threshold is chosen: prevalence or max-f1 (default prevalence)"),
+    ("folds", "folds", lambda v: parse_int(v, "folds", 2), "cross-fitting folds (default 5)"),
+    ("checkpoint", "checkpoint", _path, "local weights file for --gan-audit-features vit"),
+    ("vit_model", "vit-model", str, "timm model name matching the checkpoint"),
+]
+PATH_SETTINGS = {"generated", "used", "not_used", "report", "json", "checkpoint"}
+MARKER_KEYS = sorted(f.name for f in fields(AuditSettings))
+
+
+@dataclass
+class _State:
+    """Per-session state, kept in the config's stash."""
+
+    enabled: bool
+    base: dict[str, Any]  # settings from the ini file and the command line
+    report_named: bool  # the user named the report path (may replace any file there)
+    results: dict[tuple, Any] = field(default_factory=dict)  # settings key -> AuditResult
+    errors: dict[tuple, str] = field(default_factory=dict)  # settings key -> message
+    written: dict[tuple, list[tuple[Path, Path]]] = field(default_factory=dict)  # key -> outputs
+
+
+STATE = pytest.StashKey[_State]()
+_NAMED = pytest.StashKey[bool]()  # on a test item: the user named its report path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gan-audit", "GAN privacy audit (pytest-gan-privacy)")
+    group.addoption(
+        "--gan-audit", action="store_true", default=False,
+        help="run the membership-inference audit of generated images",
+    )
+    for setting, suffix, type_, help_ in OPTIONS:
+        group.addoption(f"--gan-audit-{suffix}", dest=f"gan_audit_{setting}", type=type_,
+                        default=None, help=help_)
+        parser.addini(f"gan_audit_{setting}", help_, default=None)
+
+
+def _configured(config: pytest.Config) -> dict[str, Any]:
+    """Settings from the ini file and the command line, validated (command line wins)."""
+    base: dict[str, Any] = {}
+    ini_dir = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
+    for setting, suffix, type_, _help in OPTIONS:
+        value = config.getoption(f"gan_audit_{setting}")
+        folder = Path(config.invocation_params.dir)
+        if value is None:
+            value = config.getini(f"gan_audit_{setting}")
+            folder = ini_dir  # ini paths are relative to the ini file
+            if value in (None, "", []):
+                continue
+            try:
+                value = type_(str(value).strip())
+            except argparse.ArgumentTypeError as exc:
+                raise pytest.UsageError(f"ini key gan_audit_{setting}: {exc}") from None
+        if setting in PATH_SETTINGS:
+            value = folder / Path(value).expanduser()
+        base[setting] = value
+    return base
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "gan_audit(**settings): per-test audit settings for the gan_audit_* fixtures "
+        f"(keys: {', '.join(MARKER_KEYS)})",
+    )
+    enabled = bool(config.getoption("gan_audit"))
+    base = _configured(config) if enabled else {}
+    report_named = "report" in base
+    if enabled and not report_named:
+        # the folder pytest was started in (rootdir can be an input folder's parent)
+        base["report"] = Path(config.invocation_params.dir) / DEFAULT_REPORT
+    config.stash[STATE] = _State(enabled=enabled, base=base, report_named=report_named)
+
+
+def _state(config: pytest.Config) -> _State:
+    return config.stash[STATE]
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = _state(config)
+    if not state.enabled:
+        return None
+    b = state.base
+    paths = ", ".join(f"{k}={b[k]}" for k in ("generated", "used", "not_used") if k in b)
+    return (
+        f"gan-audit: max F1 {b.get('max_f1', DEFAULT_MAX_F1)}, features "
+        f"{b.get('features', DEFAULT_FEATURES)}, {paths or 'paths from gan_audit markers'}"
+    )
+
+
+# --- running audits ---------------------------------------------------------------
+
+
+def _settings_key(settings: AuditSettings) -> tuple:
+    """Settings that decide the numbers (not where outputs go)."""
+    d = settings.as_dict()
+    return tuple((k, str(d[k])) for k in sorted(d) if k not in ("report", "json"))
+
+
+def _make_settings(state: _State, overrides: dict[str, Any]) -> AuditSettings:
+    values = {**state.base, **overrides}
+    missing = [k for k in ("generated", "used", "not_used") if k not in values]
+    if missing:
+        flags = ", ".join(f"--gan-audit-{k.replace('_', '-')}" for k in missing)
+        raise AuditInputError(
+            f"the audit needs the {', '.join(missing)} folder(s): set {flags} or the ini keys "
+            f"{', '.join('gan_audit_' + k for k in missing)}"
+        )
+    return AuditSettings(**values)
+
+
+def _progress(config: pytest.Config):
+    """Progress lines on the terminal, outside pytest's output capture."""
+    from .progress import ProgressPrinter
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or config.option.verbose < 0:
+        return None
+
+    started = []
+
+    def write(text: str) -> None:
+        if not started:  # leave the test's progress line alone
+            started.append(True)
+            text = "\n" + text
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                reporter.write(text, flush=True)
+        else:
+            reporter.write(text, flush=True)
+
+    return ProgressPrinter(write, reporter.isatty if isinstance(reporter.isatty, bool)
+                           else reporter.isatty())
+
+
+def _with_outputs(state: _State, settings: AuditSettings, overrides: dict, node_name: str | None):
+    """Settings with their report paths, and whether the user named them.
+
+    The configured audit writes the configured report; a test whose marker changes
+    the settings writes its own `<report>-<test name>.html` unless the marker names one.
+    """
+    if "report" in overrides:
+        report, named = Path(overrides["report"]), True
+        json_path = overrides.get("json") or report.with_suffix(".json")
+    else:
+        report, named = state.base["report"], state.report_named
+        json_path = state.base.get("json") or report.with_suffix(".json")
+        if node_name is not None and set(overrides) - {"json"}:
+            safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in node_name)
+            report = report.with_name(f"{report.stem}-{safe}{report.suffix}")
+            json_path, named = report.with_suffix(".json"), False
+    return replace(settings, report=report, json=Path(json_path)), named
+
+
+def run_cached_audit(config: pytest.Config, settings: AuditSettings, named: bool):
+    """Run the audit for these settings once per session and write its outputs."""
+    from .audit import run_audit
+    from .report import write_outputs
+
+    state = _state(config)
+    key = _settings_key(settings)
+    if key in state.errors:
+        raise AuditInputError(state.errors[key])
+    if key not in state.results:
+        try:
+            state.results[key] = run_audit(settings, _progress(config))
+        except AuditInputError as exc:
+            state.errors[key] = str(exc)
+            raise
+    result = state.results[key]
+    outputs = (settings.report, settings.json)
+    written = state.written.setdefault(key, [])
+    if outputs not in written:
+        write_outputs(result, settings.report, settings.json, named_by_user=named)
+        written.append(outputs)
+    return result
+
+
+def _record(node: pytest.Item, result) -> None:
+    """The key numbers as JUnit XML properties."""
+    m = result.gate
+    for name, value in (
+        ("gan_audit_verdict", result.verdict),
+        ("gan_audit_f1", round(m.f1, 4)),
+        ("gan_audit_f1_ci_low", round(m.f1_ci[0], 4)),
+        ("gan_audit_f1_ci_high", round(m.f1_ci[1], 4)),
+        ("gan_audit_chance_f1", round(m.chance_f1, 4)),
+        ("gan_audit_max_f1", result.settings.max_f1),
+        ("gan_audit_auc", round(m.auc, 4)),
+        ("gan_audit_tpr_at_1pct_fpr", m.tpr_at_1pct_fpr),
+        ("gan_audit_report", str(result.settings.report)),
+    ):
+        node.user_properties.append((name, value))
+
+
+class LeakageOverLimit(Exception):
+    """The audit's F1 is over the limit: the release leaks its training images."""
+
+
+class GanAuditItem(pytest.Item):
+    """The audit test that `pytest --gan-audit` collects by itself."""
+
+    def runtest(self) -> None:
+        state = _state(self.config)
+        settings, named = _with_outputs(state, _make_settings(state, {}), {}, None)
+        result = run_cached_audit(self.config, settings, named)
+        _record(self, result)
+        if not result.passed:
+            raise LeakageOverLimit(
+                f"leakage F1 {result.f1:.3f} is over the limit {settings.max_f1:.3f} "
+                f"(95% CI {result.gate.f1_ci[0]:.3f}-{result.gate.f1_ci[1]:.3f}, chance "
+                f"{result.gate.chance_f1:.3f}, AUC {result.gate.auc:.3f}); report: {settings.report}"
+            )
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, (LeakageOverLimit, AuditInputError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, None, AUDIT_ITEM_NAME
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k / -m deselection, which then applies to it
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
+    state = _state(config)
+    if state.enabled and all(k in state.base for k in ("generated", "used", "not_used")):
+        items.append(GanAuditItem.from_parent(session, name=AUDIT_ITEM_NAME, nodeid=AUDIT_ITEM_NAME))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    state = _state(config)
+    if not state.enabled or not (state.results or state.errors):
+        return
+    terminalreporter.section("GAN privacy audit")
+    for key, result in state.results.items():
+        colour = {"green": True} if result.passed else {"red": True}
+        terminalreporter.write_line(result.summary(), bold=True, **colour)
+        m = result.gate
+        terminalreporter.write_line(
+            f"  accuracy {m.accuracy:.3f}  precision {m.precision:.3f}  recall {m.recall:.3f}  "
+            f"specificity {m.specificity:.3f}  TPR@1%FPR "
+            f"{'n/a' if m.tpr_at_1pct_fpr is None else f'{m.tpr_at_1pct_fpr:.3f}'}  "
+            f"({result.seconds:.1f} s)"
+        )
+        for report, json_path in state.written.get(key, []):
+            terminalreporter.write_line(f"  report: {report}  json: {json_path}")
+    for message in state.errors.values():
+        terminalreporter.write_line(f"ERROR: {message}", red=True)
+
+
+# --- fixtures for teams that write their own tests ----------------------------------
+
+
+@pytest.fixture
+def gan_audit_settings(request: pytest.FixtureRequest) -> AuditSettings:
+    """The audit settings for this test: ini file, command line, then the test's
+    `gan_audit` marker. Skips the test unless pytest runs with --gan-audit."""
+    state = _state(request.config)
+    if not state.enabled:
+        pytest.skip("the GAN privacy audit is off: run pytest with --gan-audit")
+    marker = request.node.get_closest_marker("gan_audit")
+    overrides = dict(marker.kwargs) if marker else {}
+    if marker and marker.args:
+        pytest.fail("the gan_audit marker takes keyword arguments only", pytrace=False)
+    unknown = sorted(set(overrides) - set(MARKER_KEYS))
+    if unknown:
+        pytest.fail(
+            f"unknown gan_audit marker argument(s) {', '.join(unknown)}; "
+            f"known: {', '.join(MARKER_KEYS)}",
+            pytrace=False,
+        )
+    for key in PATH_SETTINGS & set(overrides):  # marker paths are relative to the test file
+        overrides[key] = Path(request.node.path).parent / Path(overrides[key])
+    try:
+        settings = _make_settings(state, overrides)
+    except AuditInputError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    settings, named = _with_outputs(state, settings, overrides, request.node.name)
+    request.node.stash[_NAMED] = named
+    return settings
+
+
+@pytest.fixture
+def gan_generated_samples(gan_audit_settings: AuditSettings):
+    """The generated images (an ImageSet: paths and content hashes, in hash order)."""
+    from .images import load_image_set
+
+    try:
+        return load_image_set(gan_audit_settings.generated, "generated")
+    except AuditInputError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def gan_candidates(gan_audit_settings: AuditSettings):
+    """The real candidates: members (used) and non-members (not_used), with labels."""
+    from .audit import load_candidates
+
+    try:
+        return load_candidates(gan_audit_settings)
+    except AuditInputError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def gan_audit_result(request: pytest.FixtureRequest, gan_audit_settings: AuditSettings):
+    """The AuditResult for this test's settings (run once per session per settings).
+
+    `result.passed`, `result.f1`, `result.gate` (all metrics), `result.as_dict()`.
+    """
+    named = request.node.stash.get(_NAMED, False)
+    try:
+        result = run_cached_audit(request.config, gan_audit_settings, named)
+    except AuditInputError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _record(request.node, result)
+    return result
