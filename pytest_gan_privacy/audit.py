@@ -189,8 +189,8 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
     t = time.perf_counter()
-    candidates = load_candidates(settings)
     generated = load_image_set(settings.generated, "generated")
+    candidates = load_candidates(settings)
     t = lap("load", t)
 
     encoder = build_encoder(settings)

@@ -58,10 +58,11 @@ class ImageSet:
 def find_images(folder: Path, role: str) -> list[Path]:
     """All image files under `folder`, recursively, without following links to folders."""
     folder = Path(folder)
-    option = "--" + role.replace("_", "-")
     if not folder.exists():
+        flag = role.replace("_", "-")
         raise AuditInputError(
-            f"the {role} folder {folder} does not exist: check the path given with {option}"
+            f"the {role} folder {folder} does not exist: check the path given with --{flag} "
+            f"(command line) or --gan-audit-{flag} / gan_audit_{role} (pytest)"
         )
     if not folder.is_dir():
         raise AuditInputError(f"the {role} path {folder} is not a folder: give a folder of images")

@@ -76,8 +76,9 @@ def fit_threshold(scores: np.ndarray, labels: np.ndarray, policy: str) -> float:
     """
     if policy == "prevalence":
         ranked = np.sort(scores)[::-1]
-        n_called = max(1, int(round(labels.mean() * len(scores))))
-        return float(ranked[n_called - 1])
+        n_called = min(max(1, int(round(labels.mean() * len(scores)))), len(scores) - 1)
+        # midway between the last score called used and the first not called
+        return float((ranked[n_called - 1] + ranked[n_called]) / 2)
     if policy == "max-f1":
         precision, recall, thresholds = precision_recall_curve(labels, scores)
         with np.errstate(invalid="ignore", divide="ignore"):

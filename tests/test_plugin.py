@@ -1,0 +1,133 @@
+"""The pytest plugin, driven through pytester like a team would use it."""
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+
+def _flags(release: Path) -> list[str]:
+    return [f"--gan-audit-generated={release / 'generated'}",
+            f"--gan-audit-used={release / 'real' / 'used'}",
+            f"--gan-audit-not-used={release / 'real' / 'not_used'}"]
+
+
+def test_gan_audit_collects_and_passes_an_audit_item(pytester: pytest.Pytester, clean_release):
+    result = pytester.runpytest("--gan-audit", *_flags(clean_release), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*GAN privacy audit*", "PASS: leakage F1 *", "*report: *"])
+    assert (pytester.path / "gan-audit-report.html").is_file()
+    assert (pytester.path / "gan-audit-report.json").is_file()
+
+
+def test_a_leak_fails_with_f1_limit_and_report_path(pytester: pytest.Pytester, leaky_release):
+    result = pytester.runpytest("--gan-audit", *_flags(leaky_release), "--junitxml=junit.xml")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*gan_privacy_audit*",
+        "leakage F1 0.* is over the limit 0.600 (95% CI *; report: *gan-audit-report.html",
+    ])
+    assert "Traceback" not in result.stdout.str()
+    props = {p.get("name"): p.get("value")
+             for p in ET.parse(pytester.path / "junit.xml").iter("property")}
+    assert props["gan_audit_verdict"] == "FAIL"
+    assert float(props["gan_audit_f1"]) > 0.6
+    assert {"gan_audit_auc", "gan_audit_chance_f1", "gan_audit_report"} <= set(props)
+
+
+def test_ini_keys_configure_the_audit_and_the_command_line_wins(
+    pytester: pytest.Pytester, leaky_release
+):
+    pytester.makeini(f"""
+        [pytest]
+        gan_audit_generated = {leaky_release / 'generated'}
+        gan_audit_used = {leaky_release / 'real' / 'used'}
+        gan_audit_not_used = {leaky_release / 'real' / 'not_used'}
+        gan_audit_max_f1 = 0.99
+        gan_audit_report = out/audit.html
+    """)
+    pytester.runpytest("--gan-audit").assert_outcomes(passed=1)
+    assert (pytester.path / "out" / "audit.html").is_file()
+    assert (pytester.path / "out" / "audit.json").is_file()
+    pytester.runpytest("--gan-audit", "--gan-audit-max-f1=0.5").assert_outcomes(failed=1)
+
+
+def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, clean_release):
+    result = pytester.runpytest("--gan-audit", *_flags(clean_release), "--gan-audit-max-f1=2")
+    result.stderr.fnmatch_lines(["*F1 limit must be between 0 and 1*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    pytester.makeini("[pytest]\ngan_audit_features = sift\n")
+    result = pytester.runpytest("--gan-audit")
+    result.stderr.fnmatch_lines(["*gan_audit_features*unknown features 'sift'*"])
+
+
+def test_bad_input_fails_the_audit_item_with_a_clear_message(pytester: pytest.Pytester,
+                                                               tmp_path: Path):
+    result = pytester.runpytest("--gan-audit", f"--gan-audit-generated={tmp_path / 'none'}",
+                                f"--gan-audit-used={tmp_path}", f"--gan-audit-not-used={tmp_path}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*generated folder*none does not exist*--generated*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_fixtures_and_marker_for_a_suite_of_several_models(
+    pytester: pytest.Pytester, leaky_release, clean_release
+):
+    pytester.makepyfile(f"""
+        import pytest
+
+        LEAKY = {str(leaky_release)!r}
+        CLEAN = {str(clean_release)!r}
+
+        def paths(root):
+            return dict(generated=root + "/generated", used=root + "/real/used",
+                        not_used=root + "/real/not_used")
+
+        @pytest.mark.gan_audit(**paths(CLEAN))
+        def test_clean_model(gan_audit_result, gan_candidates, gan_generated_samples):
+            assert gan_audit_result.passed
+            assert len(gan_candidates) == 60 and len(gan_generated_samples) == 150
+
+        @pytest.mark.gan_audit(**paths(LEAKY), max_f1=0.95)
+        def test_leaky_model_within_a_loose_limit(gan_audit_result):
+            assert gan_audit_result.gate.auc > 0.8
+            assert gan_audit_result.passed
+
+        @pytest.mark.gan_audit(**paths(LEAKY), max_f=0.9)
+        def test_typo(gan_audit_result):
+            pass
+    """)
+    result = pytester.runpytest("--gan-audit", "-v")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*unknown gan_audit marker argument(s) max_f*"])
+    reports = sorted(p.name for p in pytester.path.glob("gan-audit-report-*.html"))
+    assert reports == ["gan-audit-report-test_clean_model.html",
+                       "gan-audit-report-test_leaky_model_within_a_loose_limit.html"]
+
+
+def test_fixtures_skip_without_the_flag(pytester: pytest.Pytester):
+    pytester.makepyfile("def test_it(gan_audit_result):\n    pass\n")
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*run pytest with --gan-audit*"])
+
+
+def test_plugin_is_registered_and_imports_nothing_heavy(pytester: pytest.Pytester):
+    pytester.makeconftest("""
+        import sys
+        def pytest_sessionfinish():
+            heavy = [m for m in ("torch", "timm", "sklearn") if m in sys.modules]
+            print("HEAVY:", heavy)
+    """)
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("-s", "--trace-config")
+    result.stdout.fnmatch_lines(["*pytest_gan_privacy.plugin*", "*HEAVY: []*"])
+
+
+def test_plugin_module_import_is_light():
+    code = ("import sys, pytest_gan_privacy.plugin as p; "
+            "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,18 @@
+"""The defaults on the shared benchmark scenarios (skipped where ../shared/data is absent):
+a generator that never saw the candidates passes, one that copied them fails."""
+
+import pytest
+from conftest import requires_shared_data
+
+from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy.settings import AuditSettings
+
+
+@pytest.mark.parametrize("scenario, passes", [("disjoint", True), ("copies", False)])
+def test_default_verdicts_on_brainmri64(scenario, passes):
+    root = requires_shared_data(scenario)
+    result = run_audit(AuditSettings(generated=root / "generated", used=root / "real" / "used",
+                                     not_used=root / "real" / "not_used"))
+    assert result.passed is passes, result.summary()
+    if passes:
+        assert 0.4 < result.gate.auc < 0.6
