@@ -43,16 +43,20 @@ def audit(release: Path) -> int:
 def main() -> int:
     outcomes = {}
     for seed, (name, leaky) in enumerate([("clean", False), ("leaky", True)]):
-        release = make_release(OUT / name, leaky=leaky, n_members=50, n_non_members=50,
-                               n_generated=500, seed=seed)
+        release = make_release(
+            OUT / name, leaky=leaky, n_members=50, n_non_members=50, n_generated=500, seed=seed
+        )
         outcomes[name] = audit(release)
     print("\nDemo summary")
     for name, code in outcomes.items():
         verdict = {0: "PASS", 1: "FAIL"}.get(code, f"error (exit {code})")
         print(f"  {name:5s} release: {verdict:5s} report: {OUT / name / 'gan-audit-report.html'}")
     as_expected = outcomes == EXPECTED
-    print("  as expected: the clean release passes, the leaky one fails" if as_expected
-          else "  UNEXPECTED verdicts: see the output above")
+    print(
+        "  as expected: the clean release passes, the leaky one fails"
+        if as_expected
+        else "  UNEXPECTED verdicts: see the output above"
+    )
     return 0 if as_expected else 1
 
 

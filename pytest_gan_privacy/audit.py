@@ -137,7 +137,11 @@ class AuditResult:
                 for name, a in self.attacks.items()
             },
             "inputs": {
-                role: {"folder": str(s.folder), "count": len(s), "manifest_sha256": s.manifest_sha256()}
+                role: {
+                    "folder": str(s.folder),
+                    "count": len(s),
+                    "manifest_sha256": s.manifest_sha256(),
+                }
                 for role, s in (
                     ("generated", self.generated),
                     ("used", self.candidates.members),
@@ -161,8 +165,8 @@ def load_candidates(settings: AuditSettings) -> Candidates:
     non_members = load_image_set(settings.not_used, "not_used")
     shared = sorted(set(members.hashes) & set(non_members.hashes))
     if shared:
-        where_m = dict(zip(members.hashes, members.paths))
-        where_n = dict(zip(non_members.hashes, non_members.paths))
+        where_m = dict(zip(members.hashes, members.paths, strict=False))
+        where_n = dict(zip(non_members.hashes, non_members.paths, strict=False))
         pairs = "\n  ".join(f"{where_m[h]} = {where_n[h]}" for h in shared[:10])
         raise AuditInputError(
             f"{len(shared)} image(s) are in both used and not_used (same content); an image "
@@ -198,8 +202,9 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
     t = lap("fit_encoder", t)
 
     def encode(images: ImageSet) -> torch.Tensor:
-        return encode_images(images, encoder, device, settings.batch_size, settings.workers,
-                             progress)
+        return encode_images(
+            images, encoder, device, settings.batch_size, settings.workers, progress
+        )
 
     generated_features = encode(generated)
     candidate_features = torch.cat([encode(candidates.members), encode(candidates.non_members)])
@@ -211,8 +216,12 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
         scores.name: AttackResult(
             scores,
             membership_metrics(
-                scores.scores, labels, settings.threshold_policy, settings.folds,
-                settings.seed, settings.bootstrap,
+                scores.scores,
+                labels,
+                settings.threshold_policy,
+                settings.folds,
+                settings.seed,
+                settings.bootstrap,
             ),
         )
     }

@@ -75,8 +75,13 @@ class TimmViTEncoder(Encoder):
     name = "vit"
     channels = 3
 
-    def __init__(self, model_name: str, checkpoint: Path, image_size: int | None = None,
-                 pooling: str = "token"):
+    def __init__(
+        self,
+        model_name: str,
+        checkpoint: Path,
+        image_size: int | None = None,
+        pooling: str = "token",
+    ):
         import timm
         from timm.models.vision_transformer import checkpoint_filter_fn
 
@@ -89,8 +94,9 @@ class TimmViTEncoder(Encoder):
             raise AuditInputError(f"unknown timm model {model_name!r}: {exc}") from None
         state = load_state_dict(checkpoint)
         # the MAE decoder and classifier heads are not part of the encoder
-        state = {k: v for k, v in state.items()
-                 if not k.startswith(("decoder", "mask_token", "head."))}
+        state = {
+            k: v for k, v in state.items() if not k.startswith(("decoder", "mask_token", "head."))
+        }
         state = checkpoint_filter_fn(state, self.model)  # resizes position embeddings
         missing, _unexpected = self.model.load_state_dict(state, strict=False)
         if missing:

@@ -15,49 +15,10 @@ from typing import Any
 import pytest
 
 from .errors import AuditInputError
-from .settings import (
-    DEFAULT_FEATURES,
-    DEFAULT_MAX_F1,
-    DEVICE_CHOICES,
-    FEATURE_CHOICES,
-    THRESHOLD_POLICIES,
-    AuditSettings,
-    parse_choice,
-    parse_int,
-    parse_max_f1,
-)
+from .settings import OPTIONS, REQUIRED, AuditSettings, default_of
 
 AUDIT_ITEM_NAME = "gan_privacy_audit"
 DEFAULT_REPORT = "gan-audit-report.html"
-
-
-def _path(value: str) -> str:
-    return value
-
-
-# (setting, flag suffix, argparse type, help). Each is `--gan-audit-<suffix>` on the
-# command line and `gan_audit_<setting>` in the ini file; the command line wins.
-OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("generated", "generated", _path, "folder of generated images"),
-    ("used", "used", _path, "folder of real images the model was trained on (members)"),
-    ("not_used", "not-used", _path, "folder of real images it was not trained on (non-members)"),
-    ("max_f1", "max-f1", parse_max_f1,
-     f"fail when the leakage F1 is over this limit (default {DEFAULT_MAX_F1})"),
-    ("report", "report", _path, f"HTML report to write (default ./{DEFAULT_REPORT})"),
-    ("json", "json", _path, "JSON result to write (default: the report's path with .json)"),
-    ("features", "features", lambda v: parse_choice(v, FEATURE_CHOICES, "features"),
-     f"image features: {', '.join(FEATURE_CHOICES)} (default {DEFAULT_FEATURES})"),
-    ("device", "device", lambda v: parse_choice(v, DEVICE_CHOICES, "device"),
-     "auto, cpu or cuda (default auto)"),
-    ("seed", "seed", lambda v: parse_int(v, "seed", 0), "random seed (default 0)"),
-    ("threshold_policy", "threshold-policy",
-     lambda v: parse_choice(v, THRESHOLD_POLICIES, "threshold policy"),
-     "how the cross-fitted threshold is chosen: prevalence or max-f1 (default prevalence)"),
-    ("folds", "folds", lambda v: parse_int(v, "folds", 2), "cross-fitting folds (default 5)"),
-    ("checkpoint", "checkpoint", _path, "local weights file for --gan-audit-features vit"),
-    ("vit_model", "vit-model", str, "timm model name matching the checkpoint"),
-]
-PATH_SETTINGS = {"generated", "used", "not_used", "report", "json", "checkpoint"}
 MARKER_KEYS = sorted(f.name for f in fields(AuditSettings))
 
 
@@ -80,34 +41,44 @@ _NAMED = pytest.StashKey[bool]()  # on a test item: the user named its report pa
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gan-audit", "GAN privacy audit (pytest-gan-privacy)")
     group.addoption(
-        "--gan-audit", action="store_true", default=False,
+        "--gan-audit",
+        action="store_true",
+        default=False,
         help="run the membership-inference audit of generated images",
     )
-    for setting, suffix, type_, help_ in OPTIONS:
-        group.addoption(f"--gan-audit-{suffix}", dest=f"gan_audit_{setting}", type=type_,
-                        default=None, help=help_)
-        parser.addini(f"gan_audit_{setting}", help_, default=None)
+    # every setting: --gan-audit-<name> on the command line, gan_audit_<name> in ini files
+    for option in OPTIONS:
+        kwargs = {"action": "store_true"} if option.kind == "bool" else {"type": option.parse}
+        group.addoption(
+            f"--gan-audit-{option.flag}",
+            dest=f"gan_audit_{option.name}",
+            default=None,
+            help=option.describe(),
+            **kwargs,
+        )
+        parser.addini(f"gan_audit_{option.name}", option.describe(), default=None)
 
 
 def _configured(config: pytest.Config) -> dict[str, Any]:
-    """Settings from the ini file and the command line, validated (command line wins)."""
+    """Settings from the ini file and the command line, validated (command line wins).
+    Relative paths are relative to the folder pytest started in, or to the ini file."""
     base: dict[str, Any] = {}
     ini_dir = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
-    for setting, suffix, type_, _help in OPTIONS:
-        value = config.getoption(f"gan_audit_{setting}")
+    for option in OPTIONS:
+        value = config.getoption(f"gan_audit_{option.name}")
         folder = Path(config.invocation_params.dir)
         if value is None:
-            value = config.getini(f"gan_audit_{setting}")
-            folder = ini_dir  # ini paths are relative to the ini file
+            value = config.getini(f"gan_audit_{option.name}")
+            folder = ini_dir
             if value in (None, "", []):
                 continue
             try:
-                value = type_(str(value).strip())
+                value = option.parse(str(value).strip())
             except argparse.ArgumentTypeError as exc:
-                raise pytest.UsageError(f"ini key gan_audit_{setting}: {exc}") from None
-        if setting in PATH_SETTINGS:
-            value = folder / Path(value).expanduser()
-        base[setting] = value
+                raise pytest.UsageError(f"ini key gan_audit_{option.name}: {exc}") from None
+        if option.kind == "path":
+            value = folder / value
+        base[option.name] = value
     return base
 
 
@@ -135,10 +106,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if not state.enabled:
         return None
     b = state.base
-    paths = ", ".join(f"{k}={b[k]}" for k in ("generated", "used", "not_used") if k in b)
+    paths = ", ".join(f"{k}={b[k]}" for k in REQUIRED if k in b)
     return (
-        f"gan-audit: max F1 {b.get('max_f1', DEFAULT_MAX_F1)}, features "
-        f"{b.get('features', DEFAULT_FEATURES)}, {paths or 'paths from gan_audit markers'}"
+        f"gan-audit: max F1 {b.get('max_f1', default_of('max_f1'))}, features "
+        f"{b.get('features', default_of('features'))}, {paths or 'paths from gan_audit markers'}"
     )
 
 
@@ -153,7 +124,7 @@ def _settings_key(settings: AuditSettings) -> tuple:
 
 def _make_settings(state: _State, overrides: dict[str, Any]) -> AuditSettings:
     values = {**state.base, **overrides}
-    missing = [k for k in ("generated", "used", "not_used") if k not in values]
+    missing = [k for k in REQUIRED if k not in values]
     if missing:
         flags = ", ".join(f"--gan-audit-{k.replace('_', '-')}" for k in missing)
         raise AuditInputError(
@@ -184,8 +155,9 @@ def _progress(config: pytest.Config):
         else:
             reporter.write(text, flush=True)
 
-    return ProgressPrinter(write, reporter.isatty if isinstance(reporter.isatty, bool)
-                           else reporter.isatty())
+    return ProgressPrinter(
+        write, reporter.isatty if isinstance(reporter.isatty, bool) else reporter.isatty()
+    )
 
 
 def _with_outputs(state: _State, settings: AuditSettings, overrides: dict, node_name: str | None):
@@ -210,13 +182,14 @@ def _with_outputs(state: _State, settings: AuditSettings, overrides: dict, node_
 def run_cached_audit(config: pytest.Config, settings: AuditSettings, named: bool):
     """Run the audit for these settings once per session and write its outputs."""
     from .audit import run_audit
-    from .report import write_outputs
+    from .report import check_outputs, write_outputs
 
     state = _state(config)
     key = _settings_key(settings)
     if key in state.errors:
         raise AuditInputError(state.errors[key])
     if key not in state.results:
+        check_outputs(settings.report, settings.json, named)
         try:
             state.results[key] = run_audit(settings, _progress(config))
         except AuditInputError as exc:
@@ -261,10 +234,11 @@ class GanAuditItem(pytest.Item):
         result = run_cached_audit(self.config, settings, named)
         _record(self, result)
         if not result.passed:
+            m = result.gate
             raise LeakageOverLimit(
-                f"leakage F1 {result.f1:.3f} is over the limit {settings.max_f1:.3f} "
-                f"(95% CI {result.gate.f1_ci[0]:.3f}-{result.gate.f1_ci[1]:.3f}, chance "
-                f"{result.gate.chance_f1:.3f}, AUC {result.gate.auc:.3f}); report: {settings.report}"
+                f"leakage F1 {m.f1:.3f} is over the limit {settings.max_f1:.3f} "
+                f"(95% CI {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}, chance {m.chance_f1:.3f}, "
+                f"AUC {m.auc:.3f}); report: {settings.report}"
             )
 
     def repr_failure(self, excinfo, style=None):
@@ -279,8 +253,10 @@ class GanAuditItem(pytest.Item):
 @pytest.hookimpl(tryfirst=True)  # before -k / -m deselection, which then applies to it
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
     state = _state(config)
-    if state.enabled and all(k in state.base for k in ("generated", "used", "not_used")):
-        items.append(GanAuditItem.from_parent(session, name=AUDIT_ITEM_NAME, nodeid=AUDIT_ITEM_NAME))
+    if state.enabled and all(k in state.base for k in REQUIRED):
+        items.append(
+            GanAuditItem.from_parent(session, name=AUDIT_ITEM_NAME, nodeid=AUDIT_ITEM_NAME)
+        )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
@@ -325,8 +301,9 @@ def gan_audit_settings(request: pytest.FixtureRequest) -> AuditSettings:
             f"known: {', '.join(MARKER_KEYS)}",
             pytrace=False,
         )
-    for key in PATH_SETTINGS & set(overrides):  # marker paths are relative to the test file
-        overrides[key] = Path(request.node.path).parent / Path(overrides[key])
+    for option in OPTIONS:  # marker paths are relative to the test file
+        if option.kind == "path" and option.name in overrides:
+            overrides[option.name] = Path(request.node.path).parent / Path(overrides[option.name])
     try:
         settings = _make_settings(state, overrides)
     except AuditInputError as exc:

@@ -16,7 +16,6 @@ from pathlib import Path
 from .errors import AuditInputError
 
 GENERATOR = "pytest-gan-privacy"
-DEFAULT_REPORT = "gan-audit-report.html"
 
 
 def templates_dir() -> Path:
@@ -41,10 +40,6 @@ def render_html(result) -> str:
     return env.get_template("report.html.j2").render(
         r=result.as_dict(), summary=result.summary(), generator=GENERATOR
     )
-
-
-def default_json_path(html_path: Path) -> Path:
-    return html_path.with_suffix(".json")
 
 
 def _json_ready(value):
@@ -90,13 +85,18 @@ def check_replaceable(path: Path, named_by_user: bool) -> None:
         )
 
 
+def check_outputs(html_path: Path | None, json_path: Path | None, named_by_user: bool) -> None:
+    """Refuse, before any work, outputs that would replace a file the user wrote."""
+    for path in (html_path, json_path):
+        if path is not None:
+            check_replaceable(path, named_by_user)
+
+
 def write_outputs(
     result, html_path: Path | None, json_path: Path | None, named_by_user: bool = True
 ) -> None:
     """Write the HTML report and the JSON result (either may be None: not written)."""
-    for path in (html_path, json_path):
-        if path is not None:
-            check_replaceable(path, named_by_user)
+    check_outputs(html_path, json_path, named_by_user)
     if json_path is not None:
         text = json.dumps(_json_ready(result.as_dict()), indent=2, allow_nan=False)
         atomic_write(json_path, text + "\n")

@@ -1,25 +1,31 @@
-"""Audit settings shared by the pytest plugin and the command line.
+"""Audit settings, and the one table of options that the command line and pytest share.
 
-Kept free of heavy imports: the plugin builds these at start-up.
+Each entry of `OPTIONS` is a field of `AuditSettings`, the flag `--<name>` of
+`gan-privacy audit`, the pytest flag `--gan-audit-<name>` and the ini key
+`gan_audit_<name>` (dashes for underscores in flags). Adding a setting means adding
+a field and an entry here; the command line, the plugin and validation follow.
+
+Kept free of heavy imports: the plugin reads this table at start-up.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import AuditInputError
 
-# Chosen by measurement on ../shared/data/brainmri64 (see README, "Defaults"):
-# with the "prevalence" threshold policy a labels-blind score gives F1 ~ 0.50 on a
-# balanced candidate set and its 95th percentile stays below 0.57, so 0.60 keeps
-# false alarms rare while a clear leak (VAE on 100 images: 0.69) fails.
+# Chosen by measurement on ../shared/data/brainmri64 (README, "Defaults";
+# benchmarks/threshold_policy.py): with the "prevalence" threshold policy a score with
+# no information gets F1 0.50 on a balanced candidate set, 95th percentile 0.54-0.56,
+# while a clear leak (VAE trained on 100 images) gets 0.71.
 DEFAULT_MAX_F1 = 0.60
-DEFAULT_FEATURES = "pixels"
 FEATURE_CHOICES = ("pixels", "vit")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 THRESHOLD_POLICIES = ("prevalence", "max-f1")
+REQUIRED = ("generated", "used", "not_used")
 
 
 @dataclass
@@ -32,41 +38,28 @@ class AuditSettings:
     max_f1: float = DEFAULT_MAX_F1
     report: Path | None = None
     json: Path | None = None
-    features: str = DEFAULT_FEATURES
+    features: str = "pixels"
     device: str = "auto"
     seed: int = 0
     threshold_policy: str = "prevalence"
     folds: int = 5
     bootstrap: int = 1000
-    # timm ViT features: a model name from timm's registry and a local weights file.
+    # timm ViT features: a model name from timm's registry and a local weights file
     vit_model: str = "vit_base_patch16_224"
     checkpoint: Path | None = None
     batch_size: int = 64
-    workers: int | None = None  # None: one decoding worker per spare CPU core
+    workers: int | None = None  # None: the spare CPU cores decode images
 
     def __post_init__(self) -> None:
         try:
-            self._validate()
+            for option in OPTIONS:
+                value = getattr(self, option.name)
+                if value is not None:
+                    setattr(self, option.name, option.parse(value))
         except argparse.ArgumentTypeError as exc:
             raise AuditInputError(str(exc)) from None
-
-    def _validate(self) -> None:
-        for name in ("generated", "used", "not_used", "report", "json", "checkpoint"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                setattr(self, name, Path(value))
-        self.max_f1 = parse_max_f1(self.max_f1)
-        self.features = parse_choice(self.features, FEATURE_CHOICES, "features")
-        self.device = parse_choice(self.device, DEVICE_CHOICES, "device")
-        self.threshold_policy = parse_choice(
-            self.threshold_policy, THRESHOLD_POLICIES, "threshold policy"
-        )
-        self.seed = parse_int(self.seed, "seed", minimum=0)
-        self.folds = parse_int(self.folds, "folds", minimum=2)
-        self.bootstrap = parse_int(self.bootstrap, "bootstrap", minimum=0)
-        self.batch_size = parse_int(self.batch_size, "batch size", minimum=1)
         if self.features == "vit" and self.checkpoint is None:
-            raise argparse.ArgumentTypeError(
+            raise AuditInputError(
                 "features 'vit' need a local weights file: give --checkpoint PATH "
                 "(e.g. timm's vit_base_patch16_224.mae weights or an official MAE checkpoint)"
             )
@@ -80,19 +73,93 @@ class AuditSettings:
         return out
 
 
+def default_of(name: str) -> Any:
+    """The default value of a setting (MISSING for the required folders)."""
+    field = next(f for f in fields(AuditSettings) if f.name == name)
+    return field.default
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as the command line and pytest see it."""
+
+    name: str
+    help: str
+    kind: str = "str"  # str, path, fraction, int, choice or bool
+    choices: tuple[str, ...] = ()
+    minimum: int = 0
+
+    @property
+    def flag(self) -> str:
+        return self.name.replace("_", "-")
+
+    @property
+    def default(self) -> Any:
+        return default_of(self.name)
+
+    def describe(self) -> str:
+        """The help text with the default, for --help."""
+        default = self.default
+        if default is MISSING:
+            return f"{self.help} (required)"
+        return self.help if default in (None, False) else f"{self.help} (default {default})"
+
+    def parse(self, value: Any) -> Any:
+        """A value from a flag, an ini file or a marker, validated; raises
+        argparse.ArgumentTypeError with a message that says what is allowed."""
+        if self.kind == "path":
+            return value if isinstance(value, Path) else Path(str(value)).expanduser()
+        if self.kind == "fraction":
+            return parse_max_f1(value)
+        if self.kind == "int":
+            return parse_int(value, self.name.replace("_", " "), self.minimum)
+        if self.kind == "choice":
+            return parse_choice(value, self.choices, self.name.replace("_", " "))
+        if self.kind == "bool":
+            return parse_bool(value, self.name)
+        return str(value)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("generated", "folder of generated images", "path"),
+    Option("used", "folder of real images the model was trained on (members)", "path"),
+    Option("not_used", "folder of real images it was not trained on (non-members)", "path"),
+    Option("max_f1", "fail when the leakage F1 is over this limit", "fraction"),
+    Option("report", "HTML report to write (default ./gan-audit-report.html)", "path"),
+    Option("json", "JSON result to write (default: the report's path with .json)", "path"),
+    Option("features", "image features", "choice", FEATURE_CHOICES),
+    Option(
+        "device",
+        "where to compute: auto (CUDA when present), cpu or cuda",
+        "choice",
+        DEVICE_CHOICES,
+    ),
+    Option("seed", "random seed of folds, bootstrap and training", "int"),
+    Option(
+        "threshold_policy", "how the cross-fitted threshold is chosen", "choice", THRESHOLD_POLICIES
+    ),
+    Option("folds", "cross-fitting folds", "int", minimum=2),
+    Option("bootstrap", "bootstrap resamples for the F1 interval (0: none)", "int"),
+    Option(
+        "checkpoint", "local weights file for --features vit (safetensors or state dict)", "path"
+    ),
+    Option("vit_model", "timm model name matching the checkpoint"),
+    Option("batch_size", "images encoded per batch", "int", minimum=1),
+    Option("workers", "image decoding processes (default: the spare CPU cores)", "int"),
+)
+
+
 def parse_max_f1(value: object) -> float:
-    """A leakage F1 limit: a number from 0 to 1 (argparse `type=` function)."""
+    """The F1 limit: a number from 0 to 1."""
     try:
-        limit = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(
             f"the F1 limit must be a number between 0 and 1, got {value!r}"
         ) from None
-    if not 0.0 <= limit <= 1.0:
-        raise argparse.ArgumentTypeError(
-            f"the F1 limit must be between 0 and 1, got {limit}"
-        )
-    return limit
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"the F1 limit must be between 0 and 1, got {number}")
+    return number
 
 
 def parse_choice(value: object, choices: tuple[str, ...], what: str) -> str:
@@ -104,11 +171,24 @@ def parse_choice(value: object, choices: tuple[str, ...], what: str) -> str:
     return text
 
 
-def parse_int(value: object, what: str, minimum: int) -> int:
+def parse_int(value: object, what: str, minimum: int = 0) -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"the {what} must be a whole number, got {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"the {what} must be a whole number, got {value!r}"
+        ) from None
     if number < minimum:
         raise argparse.ArgumentTypeError(f"the {what} must be at least {minimum}, got {number}")
     return number
+
+
+def parse_bool(value: object, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{what} must be true or false, got {value!r}")

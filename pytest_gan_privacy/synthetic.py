@@ -24,7 +24,7 @@ def _smooth_noise(rng: np.random.Generator, size: int, scale: int) -> np.ndarray
 def phantom(rng: np.random.Generator, size: int = 64) -> np.ndarray:
     """One grey brain-slice-like image (uint8, size x size): skull, brain, ventricles,
     sometimes a lesion, and an individual texture."""
-    yy, xx = np.mgrid[-1:1:complex(size), -1:1:complex(size)].astype(np.float32)
+    yy, xx = np.mgrid[-1 : 1 : complex(size), -1 : 1 : complex(size)].astype(np.float32)
     cx, cy = rng.uniform(-0.08, 0.08, 2)
     rx, ry = rng.uniform(0.62, 0.8), rng.uniform(0.72, 0.9)
     r = np.sqrt(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2)
@@ -34,8 +34,9 @@ def phantom(rng: np.random.Generator, size: int = 64) -> np.ndarray:
     img[brain] = 0.45 + 0.15 * _smooth_noise(rng, size, 6)[brain]
     for side in (-1, 1):  # ventricles
         vx = cx + side * rng.uniform(0.08, 0.16)
-        vr = np.sqrt(((xx - vx) / rng.uniform(0.05, 0.1)) ** 2
-                     + ((yy - cy) / rng.uniform(0.15, 0.28)) ** 2)
+        vr = np.sqrt(
+            ((xx - vx) / rng.uniform(0.05, 0.1)) ** 2 + ((yy - cy) / rng.uniform(0.15, 0.28)) ** 2
+        )
         img[vr < 1] = 0.12
     if rng.random() < 0.7:  # lesion
         lx, ly = rng.uniform(-0.45, 0.45, 2)

@@ -16,21 +16,39 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 @pytest.fixture(scope="session")
 def leaky_release(tmp_path_factory) -> Path:
     """A release whose generator memorised its 30 members."""
-    return make_release(tmp_path_factory.mktemp("leaky"), leaky=True, n_members=30,
-                        n_non_members=30, n_generated=150, seed=1)
+    return make_release(
+        tmp_path_factory.mktemp("leaky"),
+        leaky=True,
+        n_members=30,
+        n_non_members=30,
+        n_generated=150,
+        seed=1,
+    )
 
 
 @pytest.fixture(scope="session")
 def clean_release(tmp_path_factory) -> Path:
     """A release whose generator never saw any candidate."""
-    return make_release(tmp_path_factory.mktemp("clean"), leaky=False, n_members=30,
-                        n_non_members=30, n_generated=150, seed=2)
+    return make_release(
+        tmp_path_factory.mktemp("clean"),
+        leaky=False,
+        n_members=30,
+        n_non_members=30,
+        n_generated=150,
+        seed=2,
+    )
 
 
 def audit_args(release: Path) -> list[str]:
     """Command-line paths of a release in the audit's layout."""
-    return ["--generated", str(release / "generated"), "--used", str(release / "real" / "used"),
-            "--not-used", str(release / "real" / "not_used")]
+    return [
+        "--generated",
+        str(release / "generated"),
+        "--used",
+        str(release / "real" / "used"),
+        "--not-used",
+        str(release / "real" / "not_used"),
+    ]
 
 
 def requires_shared_data(scenario: str) -> Path:

@@ -13,15 +13,35 @@ from pytest_gan_privacy.report import write_outputs
 from pytest_gan_privacy.settings import AuditSettings
 
 JSON_KEYS = {
-    "passed", "f1", "f1_ci", "chance_f1", "max_f1", "accuracy", "precision", "recall",
-    "specificity", "auc", "tpr_at_1pct_fpr", "n_generated", "n_used", "n_not_used",
-    "features", "seed", "seconds", "versions",
+    "passed",
+    "f1",
+    "f1_ci",
+    "chance_f1",
+    "max_f1",
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "auc",
+    "tpr_at_1pct_fpr",
+    "n_generated",
+    "n_used",
+    "n_not_used",
+    "features",
+    "seed",
+    "seconds",
+    "versions",
 }
 
 
 def settings_for(release: Path, **kwargs) -> AuditSettings:
-    return AuditSettings(generated=release / "generated", used=release / "real" / "used",
-                         not_used=release / "real" / "not_used", workers=0, **kwargs)
+    return AuditSettings(
+        generated=release / "generated",
+        used=release / "real" / "used",
+        not_used=release / "real" / "not_used",
+        workers=0,
+        **kwargs,
+    )
 
 
 def test_leaky_release_fails_and_clean_release_passes(leaky_release, clean_release):

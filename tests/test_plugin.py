@@ -9,9 +9,11 @@ import pytest
 
 
 def _flags(release: Path) -> list[str]:
-    return [f"--gan-audit-generated={release / 'generated'}",
-            f"--gan-audit-used={release / 'real' / 'used'}",
-            f"--gan-audit-not-used={release / 'real' / 'not_used'}"]
+    return [
+        f"--gan-audit-generated={release / 'generated'}",
+        f"--gan-audit-used={release / 'real' / 'used'}",
+        f"--gan-audit-not-used={release / 'real' / 'not_used'}",
+    ]
 
 
 def test_gan_audit_collects_and_passes_an_audit_item(pytester: pytest.Pytester, clean_release):
@@ -25,13 +27,17 @@ def test_gan_audit_collects_and_passes_an_audit_item(pytester: pytest.Pytester, 
 def test_a_leak_fails_with_f1_limit_and_report_path(pytester: pytest.Pytester, leaky_release):
     result = pytester.runpytest("--gan-audit", *_flags(leaky_release), "--junitxml=junit.xml")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "*gan_privacy_audit*",
-        "leakage F1 0.* is over the limit 0.600 (95% CI *; report: *gan-audit-report.html",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*gan_privacy_audit*",
+            "leakage F1 0.* is over the limit 0.600 (95% CI *; report: *gan-audit-report.html",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
-    props = {p.get("name"): p.get("value")
-             for p in ET.parse(pytester.path / "junit.xml").iter("property")}
+    props = {
+        p.get("name"): p.get("value")
+        for p in ET.parse(pytester.path / "junit.xml").iter("property")
+    }
     assert props["gan_audit_verdict"] == "FAIL"
     assert float(props["gan_audit_f1"]) > 0.6
     assert {"gan_audit_auc", "gan_audit_chance_f1", "gan_audit_report"} <= set(props)
@@ -42,9 +48,9 @@ def test_ini_keys_configure_the_audit_and_the_command_line_wins(
 ):
     pytester.makeini(f"""
         [pytest]
-        gan_audit_generated = {leaky_release / 'generated'}
-        gan_audit_used = {leaky_release / 'real' / 'used'}
-        gan_audit_not_used = {leaky_release / 'real' / 'not_used'}
+        gan_audit_generated = {leaky_release / "generated"}
+        gan_audit_used = {leaky_release / "real" / "used"}
+        gan_audit_not_used = {leaky_release / "real" / "not_used"}
         gan_audit_max_f1 = 0.99
         gan_audit_report = out/audit.html
     """)
@@ -63,10 +69,15 @@ def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, clean_release)
     result.stderr.fnmatch_lines(["*gan_audit_features*unknown features 'sift'*"])
 
 
-def test_bad_input_fails_the_audit_item_with_a_clear_message(pytester: pytest.Pytester,
-                                                               tmp_path: Path):
-    result = pytester.runpytest("--gan-audit", f"--gan-audit-generated={tmp_path / 'none'}",
-                                f"--gan-audit-used={tmp_path}", f"--gan-audit-not-used={tmp_path}")
+def test_bad_input_fails_the_audit_item_with_a_clear_message(
+    pytester: pytest.Pytester, tmp_path: Path
+):
+    result = pytester.runpytest(
+        "--gan-audit",
+        f"--gan-audit-generated={tmp_path / 'none'}",
+        f"--gan-audit-used={tmp_path}",
+        f"--gan-audit-not-used={tmp_path}",
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*generated folder*none does not exist*--generated*"])
     assert "Traceback" not in result.stdout.str()
@@ -103,8 +114,10 @@ def test_fixtures_and_marker_for_a_suite_of_several_models(
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*unknown gan_audit marker argument(s) max_f*"])
     reports = sorted(p.name for p in pytester.path.glob("gan-audit-report-*.html"))
-    assert reports == ["gan-audit-report-test_clean_model.html",
-                       "gan-audit-report-test_leaky_model_within_a_loose_limit.html"]
+    assert reports == [
+        "gan-audit-report-test_clean_model.html",
+        "gan-audit-report-test_leaky_model_within_a_loose_limit.html",
+    ]
 
 
 def test_fixtures_skip_without_the_flag(pytester: pytest.Pytester):
@@ -127,7 +140,9 @@ def test_plugin_is_registered_and_imports_nothing_heavy(pytester: pytest.Pyteste
 
 
 def test_plugin_module_import_is_light():
-    code = ("import sys, pytest_gan_privacy.plugin as p; "
-            "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, pytest_gan_privacy.plugin as p; "
+        "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -11,8 +11,13 @@ from pytest_gan_privacy.settings import AuditSettings
 @pytest.mark.parametrize("scenario, passes", [("disjoint", True), ("copies", False)])
 def test_default_verdicts_on_brainmri64(scenario, passes):
     root = requires_shared_data(scenario)
-    result = run_audit(AuditSettings(generated=root / "generated", used=root / "real" / "used",
-                                     not_used=root / "real" / "not_used"))
+    result = run_audit(
+        AuditSettings(
+            generated=root / "generated",
+            used=root / "real" / "used",
+            not_used=root / "real" / "not_used",
+        )
+    )
     assert result.passed is passes, result.summary()
     if passes:
         assert 0.4 < result.gate.auc < 0.6
