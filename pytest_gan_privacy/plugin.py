@@ -155,9 +155,7 @@ def _progress(config: pytest.Config):
         else:
             reporter.write(text, flush=True)
 
-    return ProgressPrinter(
-        write, reporter.isatty if isinstance(reporter.isatty, bool) else reporter.isatty()
-    )
+    return ProgressPrinter(write, bool(reporter.isatty))  # a bool in older pytest, callable now
 
 
 def _with_outputs(state: _State, settings: AuditSettings, overrides: dict, node_name: str | None):
