@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# pytester's in-process runs drop modules first imported inside them; torch cannot be
+# imported twice in one process, so import it before any of them.
+import torch  # noqa: F401
+
 from pytest_gan_privacy.synthetic import make_release
 
 pytest_plugins = ["pytester"]
