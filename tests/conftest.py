@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-# pytester's in-process runs drop modules first imported inside them; torch cannot be
-# imported twice in one process, so import it before any of them.
-import torch  # noqa: F401
+# pytester's in-process runs drop the modules first imported inside them, and torch,
+# numpy and friends cannot be imported twice in one process: import them all first.
+import timm  # noqa: F401
 
+import pytest_gan_privacy.audit  # noqa: F401
 from pytest_gan_privacy.synthetic import make_release
 
 pytest_plugins = ["pytester"]
