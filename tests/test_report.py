@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 from conftest import audit_args
+from test_audit import settings_for
 
 from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.charts import attack_f1_svg, roc_curve_svg, score_histogram_svg
 from pytest_gan_privacy.cli import build_parser
 from pytest_gan_privacy.report import RISKIEST, render_html, thumbnail_uri, write_outputs
-from pytest_gan_privacy.settings import AuditSettings
 
 XSS_NAME = "<img src=x onerror=alert(1)>.png"
 SECTIONS = (
@@ -32,19 +32,9 @@ SECTIONS = (
 )
 
 
-def _settings(release: Path, **kwargs) -> AuditSettings:
-    return AuditSettings(
-        generated=release / "generated",
-        used=release / "real" / "used",
-        not_used=release / "real" / "not_used",
-        workers=0,
-        **kwargs,
-    )
-
-
 @pytest.fixture(scope="module")
 def leaky_result(leaky_release):
-    return run_audit(_settings(leaky_release))
+    return run_audit(settings_for(leaky_release))
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +176,7 @@ def test_file_and_folder_names_are_escaped(leaky_release, leaky_result, tmp_path
     (copy / "real" / rows[top]["id"]).rename(copy / "real" / "used" / XSS_NAME)
     neighbour = rows[top]["nearest_generated"][0]["id"]
     (copy / "generated" / neighbour).rename(copy / "generated" / XSS_NAME)
-    html = render_html(run_audit(_settings(copy)))
+    html = render_html(run_audit(settings_for(copy)))
     assert "<img src=x" not in html and "<svg onload" not in html
     assert html.count("&lt;img src=x onerror=alert(1)&gt;.png") >= 2  # candidate, neighbour
     assert "&#34;&gt;&lt;svg onload=alert(2)&gt;" in html  # the folder, in the inputs
