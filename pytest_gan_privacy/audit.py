@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ from .errors import AuditInputError
 from .images import ImageSet, load_image_set
 from .metrics import MembershipMetrics, check_fold_counts, membership_metrics
 from .settings import AuditSettings
+
+SHORT_HASH = 12  # hex digits of a candidate's SHA-256 in the report and JSON
 
 
 @dataclass
@@ -68,6 +71,9 @@ class AuditResult:
     encoder: dict
     timings: dict[str, float]
     versions: dict[str, str] = field(default_factory=dict)
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
 
     @property
     def gate(self) -> MembershipMetrics:
@@ -101,11 +107,51 @@ class AuditResult:
             f"{len(self.generated)} generated"
         )
 
+    def candidate_rows(self) -> list[dict]:
+        """One row per candidate, in audit (content-hash) order: its short hash, label,
+        the gate's score and out-of-fold call, every attack's score, and its nearest
+        generated images (from the gate, or the first attack that keeps neighbours)."""
+        gate = self.attacks[self.gating_attack]
+        evidence = next(
+            (a.scores for a in (gate, *self.attacks.values()) if a.scores.neighbour_indices.size),
+            None,
+        )
+        generated_ids = self.generated.ids
+        rows = []
+        for i, (cid, sha, label) in enumerate(
+            zip(self.candidates.ids, self.candidates.hashes, self.candidates.labels, strict=True)
+        ):
+            neighbours = []
+            if evidence is not None:
+                neighbours = [
+                    {"id": generated_ids[j], "similarity": float(sim)}
+                    for j, sim in zip(
+                        evidence.neighbour_indices[i],
+                        evidence.neighbour_similarities[i],
+                        strict=True,
+                    )
+                ]
+            rows.append(
+                {
+                    "id": cid,
+                    "sha256": sha[:SHORT_HASH],
+                    "label": "used" if label else "not_used",
+                    "score": float(gate.scores.scores[i]),
+                    "called_used": bool(gate.metrics.calls[i]),
+                    "attack_scores": {
+                        n: float(a.scores.scores[i]) for n, a in self.attacks.items()
+                    },
+                    "nearest_generated": neighbours,
+                }
+            )
+        return rows
+
     def as_dict(self) -> dict:
         """The JSON result: the gate's numbers at the top level, then the details."""
         m = self.gate
         return {
             "generator": "pytest-gan-privacy",
+            "created": self.created,
             "passed": self.passed,
             "verdict": self.verdict,
             "f1": m.f1,
@@ -150,6 +196,7 @@ class AuditResult:
             },
             "settings": self.settings.as_dict(),
             "versions": self.versions,
+            "candidates": self.candidate_rows(),
         }
 
 

@@ -9,7 +9,7 @@ the scores directly.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from sklearn.metrics import (
@@ -43,9 +43,12 @@ class MembershipMetrics:
     tpr_at_0_1pct_fpr: float | None
     confusion: dict  # tn, fp, fn, tp
     thresholds: list[float]  # one per fold
+    # each candidate's out-of-fold call (True: used); per candidate, so not in as_dict()
+    calls: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
 
     def as_dict(self) -> dict:
         out = asdict(self)
+        out.pop("calls")
         out["f1_ci"] = list(self.f1_ci)
         return out
 
@@ -182,4 +185,5 @@ def membership_metrics(
         tpr_at_0_1pct_fpr=tpr_at_fpr(labels, scores, LOW_FPRS[1]),
         confusion={"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         thresholds=[float(t) for t in thresholds],
+        calls=calls,
     )

@@ -8,6 +8,8 @@ plugin adds options and a marker and does nothing else.
 from __future__ import annotations
 
 import argparse
+import html
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ class _State:
 
 STATE = pytest.StashKey[_State]()
 _NAMED = pytest.StashKey[bool]()  # on a test item: the user named its report path
+_RESULT = pytest.StashKey[Any]()  # on a test item: the AuditResult it recorded
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -95,6 +98,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # the folder pytest was started in (rootdir can be an input folder's parent)
         base["report"] = Path(config.invocation_params.dir) / DEFAULT_REPORT
     config.stash[STATE] = _State(enabled=enabled, base=base, report_named=report_named)
+    if enabled and config.pluginmanager.hasplugin("html"):
+        config.pluginmanager.register(_HtmlExtras(), "gan-audit-html-extras")
 
 
 def _state(config: pytest.Config) -> _State:
@@ -217,6 +222,39 @@ def _record(node: pytest.Item, result) -> None:
         ("gan_audit_report", str(result.settings.report)),
     ):
         node.user_properties.append((name, value))
+    node.stash[_RESULT] = result
+
+
+class _HtmlExtras:
+    """With pytest-html: the verdict and a link to the audit's report as extras of
+    each test that recorded an audit. Registered only when pytest-html is loaded."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call):
+        outcome = yield
+        report = outcome.get_result()
+        result = item.stash.get(_RESULT, None)
+        if report.when != "call" or result is None:
+            return
+        from pytest_html import extras
+
+        path = Path(result.settings.report).resolve()
+        link = path.as_uri()
+        html_path = item.config.getoption("htmlpath", None)
+        if html_path:  # relative, so the link survives moving both reports together
+            try:
+                link = Path(os.path.relpath(path, Path(html_path).resolve().parent)).as_posix()
+            except ValueError:  # another drive on Windows
+                pass
+        colour = "#145214" if result.passed else "#7a1010"
+        report.extras = [
+            *getattr(report, "extras", []),
+            extras.html(
+                f'<p style="color: {colour}"><strong>GAN privacy audit</strong>: '
+                f"{html.escape(result.summary())}</p>"
+            ),
+            extras.url(link, name=f"GAN privacy audit report ({result.verdict})"),
+        ]
 
 
 class LeakageOverLimit(Exception):

@@ -1,5 +1,11 @@
 """Writing the audit's outputs: the HTML report (Jinja2) and the JSON result.
 
+The report is one self-contained file: CSS inline, charts as inline SVG (charts.py),
+thumbnails as data: URIs, and no request of any kind when it is opened. It is drawn
+from the same dict as the JSON (embedded in it, too), so the two carry the same
+numbers. By default it holds no pixels of real images (patient data): real
+candidates appear as IDs and short hashes, and only generated images as thumbnails.
+
 Files are written to a temporary name and renamed, so an interrupted run leaves
 the old file or the new one, never half of one. A file at a default path is
 replaced only when this tool wrote it; a path the user named is theirs to replace.
@@ -7,6 +13,8 @@ replaced only when this tool wrote it; a path the user named is theirs to replac
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import os
@@ -16,6 +24,8 @@ from pathlib import Path
 from .errors import AuditInputError
 
 GENERATOR = "pytest-gan-privacy"
+RISKIEST = 10  # candidates shown with their nearest generated images
+THUMBNAIL_PX = 64
 
 
 def templates_dir() -> Path:
@@ -27,6 +37,45 @@ def templates_dir() -> Path:
     raise FileNotFoundError("the report templates are missing from this installation")
 
 
+def thumbnail_uri(path: Path, size: int = THUMBNAIL_PX) -> str:
+    """A small grey PNG of an image as a data: URI (decoded like the audit decodes it)."""
+    import numpy as np
+    from PIL import Image
+
+    from .images import decode_image
+
+    pixels = decode_image(Path(path).read_bytes(), size, 1)[0].numpy()
+    buffer = io.BytesIO()
+    Image.fromarray((pixels * 255).round().astype(np.uint8), mode="L").save(
+        buffer, "PNG", optimize=True
+    )
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _charts(data: dict) -> dict[str, str]:
+    """The report's SVG charts, drawn from the JSON data."""
+    from .charts import attack_f1_svg, roc_curve_svg, score_histogram_svg
+
+    rows, attacks = data["candidates"], data["attacks"]
+    labels = [int(row["label"] == "used") for row in rows]
+    c = data["confusion"]
+    operating_point = (c["fp"] / max(c["fp"] + c["tn"], 1), c["tp"] / max(c["tp"] + c["fn"], 1))
+    return {
+        "attacks": attack_f1_svg(attacks, data["max_f1"], data["gating_attack"], data["chance_f1"]),
+        "roc": roc_curve_svg(
+            labels,
+            {name: [row["attack_scores"][name] for row in rows] for name in attacks},
+            {name: a["auc"] for name, a in attacks.items()},
+            operating_point,
+        ),
+        "scores": score_histogram_svg(
+            [row["score"] for row in rows if row["label"] == "used"],
+            [row["score"] for row in rows if row["label"] != "used"],
+            attacks[data["gating_attack"]]["thresholds"],
+        ),
+    }
+
+
 def render_html(result) -> str:
     """The HTML report of an AuditResult."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -36,9 +85,28 @@ def render_html(result) -> str:
         # select_autoescape() alone would not escape ".j2" templates
         autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
         undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+    data = _json_ready(result.as_dict())
+    rows = data["candidates"]
+    # indices of the highest scores; ties stay in content-hash order
+    riskiest = sorted(range(len(rows)), key=lambda i: -rows[i]["score"])[:RISKIEST]
+    generated = dict(zip(result.generated.ids, result.generated.paths, strict=True))
+    shown = {n["id"] for i in riskiest for n in rows[i]["nearest_generated"]}
+    thumbnails = {g: thumbnail_uri(generated[g]) for g in sorted(shown)}
+    real_thumbnails = {}
+    if result.settings.report_real_thumbnails:
+        real = result.candidates.members.paths + result.candidates.non_members.paths
+        real_thumbnails = {rows[i]["id"]: thumbnail_uri(real[i]) for i in riskiest}
     return env.get_template("report.html.j2").render(
-        r=result.as_dict(), summary=result.summary(), generator=GENERATOR
+        r=data,
+        summary=result.summary(),
+        generator=GENERATOR,
+        charts=_charts(data),
+        riskiest=riskiest,
+        thumbnails=thumbnails,
+        real_thumbnails=real_thumbnails,
     )
 
 

@@ -49,6 +49,8 @@ class AuditSettings:
     checkpoint: Path | None = None
     batch_size: int = 64
     workers: int | None = None  # None: the spare CPU cores decode images
+    # the report shows real (patient) images only when asked: it is meant to be shareable
+    report_real_thumbnails: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -146,6 +148,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("vit_model", "timm model name matching the checkpoint"),
     Option("batch_size", "images encoded per batch", "int", minimum=1),
     Option("workers", "image decoding processes (default: the spare CPU cores)", "int"),
+    Option(
+        "report_real_thumbnails",
+        "show thumbnails of the real candidates in the HTML report (patient images: "
+        "for internal reports only)",
+        "bool",
+    ),
 )
 
 

@@ -1,0 +1,60 @@
+"""The wheel: built from this checkout, installed away from it, and used from there."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from conftest import audit_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RUN_FROM_INSTALL = """
+import sys
+import pytest_gan_privacy, pytest_gan_privacy.report as report
+from pytest_gan_privacy.cli import main
+print("package", pytest_gan_privacy.__file__)
+print("templates", report.templates_dir())
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_installed_wheel_ships_templates_and_renders_a_report(clean_release, tmp_path: Path):
+    dist, site, elsewhere = tmp_path / "dist", tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # without build isolation when hatchling is here: no download needed
+    isolation = ["--no-isolation"] if importlib.util.find_spec("hatchling") else []
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", *isolation, "--outdir", dist, ROOT],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("pytest_gan_privacy-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pytest_gan_privacy/templates/report.html.j2" in names
+    assert not any(n.startswith(("tests/", "templates/")) for n in names)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", site, wheel],
+        check=True,
+        capture_output=True,
+    )
+    (entry_points,) = site.glob("pytest_gan_privacy-*.dist-info/entry_points.txt")
+    assert "gan_privacy = pytest_gan_privacy.plugin" in entry_points.read_text()
+    assert "gan-privacy = pytest_gan_privacy.cli:main" in entry_points.read_text()
+
+    args = [*audit_args(clean_release), "--report", "out/report.html", "--workers", "0"]
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_FROM_INSTALL, "audit", *args, "--quiet"],
+        cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines()[:2])
+    assert Path(lines["package"]).is_relative_to(site)
+    assert Path(lines["templates"]) == site / "pytest_gan_privacy" / "templates"
+    html = (elsewhere / "out" / "report.html").read_text()
+    assert "PASS" in html and 'id="riskiest"' in html and "<svg" in html
