@@ -4,6 +4,12 @@ Images are found recursively, identified by the SHA-256 of their bytes and kept 
 hash order, so that no result depends on file names or on the order of a listing.
 Pixels are decoded in batches by a torch DataLoader (parallel workers), brought to
 the encoder's size and channels, and never all held in memory at full size.
+
+Links: links to files are followed wherever they point (datasets kept in git-annex,
+DVC or a shared store are links out of the folder), and so are links to folders, each
+real folder once, so a link loop cannot hang the search or count an image twice.
+A broken link, a pipe or a device file is a bad file, reported by name like an
+unreadable image.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +35,11 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 # Decompression-bomb guard: PIL refuses images over twice this many pixels and
 # warns above it; we turn the warning into a refusal too (a bad file, not a crash).
+# Below it, a large image costs its native size once while decoding (at most 1 GiB,
+# RGBA), then is box-reduced before any float copy is made.
 MAX_IMAGE_PIXELS = 16_384 * 16_384
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+SHOWN_BAD_FILES = 20
 
 
 @dataclass
@@ -41,9 +50,41 @@ class ImageSet:
     folder: Path
     paths: list[Path]
     hashes: list[str]
+    # leave unreadable images out (listed in `skipped`, path -> reason) instead of stopping
+    skip_bad: bool = False
+    skipped: dict[Path, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def subset(self, indices: list[int]) -> ImageSet:
+        """The images at these positions, as a set of the same role and policy."""
+        return ImageSet(
+            self.role,
+            self.folder,
+            [self.paths[i] for i in indices],
+            [self.hashes[i] for i in indices],
+            self.skip_bad,
+        )
+
+    def report_bad(self, bad: dict[Path, str], total: int) -> None:
+        """Files of this set that cannot be read: stop with all their names, or, with
+        `skip_bad`, note them in `skipped` (the caller leaves them out)."""
+        if bad and not self.skip_bad:
+            raise AuditInputError(bad_files_message(self.role, bad, total))
+        self.skipped.update(bad)
+
+    def check_not_empty(self, total: int) -> None:
+        """With every image skipped, nothing is left to audit: stop."""
+        if not self.paths:
+            raise AuditInputError(bad_files_message(self.role, self.skipped, total, True))
+
+    def drop_skipped(self) -> list[int]:
+        """Remove the skipped images from the set; returns the positions kept."""
+        keep = [i for i, p in enumerate(self.paths) if p not in self.skipped]
+        self.paths = [self.paths[i] for i in keep]
+        self.hashes = [self.hashes[i] for i in keep]
+        return keep
 
     @property
     def ids(self) -> list[str]:
@@ -55,8 +96,25 @@ class ImageSet:
         return hashlib.sha256("\n".join(sorted(self.hashes)).encode()).hexdigest()
 
 
+def bad_files_message(
+    role: str, bad: dict[Path, str], total: int, nothing_left: bool = False
+) -> str:
+    """One message naming every unreadable file (the first 20) and the fix."""
+    listed = sorted(bad.items(), key=lambda item: str(item[0]))
+    shown = "\n  ".join(f"{path}: {why}" for path, why in listed[:SHOWN_BAD_FILES])
+    more = f"\n  ... and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
+    if nothing_left:
+        fix = "none is left to audit; check that this is the right folder"
+    else:
+        fix = (
+            "remove or replace them, or leave them out with --skip-bad-images "
+            "(pytest: --gan-audit-skip-bad-images)"
+        )
+    return f"{len(bad)} of {total} {role} images could not be read; {fix}:\n  {shown}{more}"
+
+
 def find_images(folder: Path, role: str) -> list[Path]:
-    """All image files under `folder`, recursively, without following links to folders."""
+    """All image files under `folder`, recursively (links followed, each real folder once)."""
     folder = Path(folder)
     if not folder.exists():
         flag = role.replace("_", "-")
@@ -68,7 +126,14 @@ def find_images(folder: Path, role: str) -> list[Path]:
         raise AuditInputError(f"the {role} path {folder} is not a folder: give a folder of images")
     found: list[Path] = []
     others = 0
-    for root, _dirs, files in os.walk(folder):  # os.walk does not follow folder links
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link loop, or a second link to a folder already searched
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()  # a stable walk, so which link to a folder counts does not vary
         for name in files:
             path = Path(root, name)
             if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -85,40 +150,69 @@ def find_images(folder: Path, role: str) -> list[Path]:
 
 
 def _sha256(path: Path) -> str:
+    """The file's content hash, read in chunks; OSError when it is no readable file."""
+    if not path.is_file():  # never open a pipe or a device: reading it could block forever
+        why = "a broken link" if path.is_symlink() else "not a regular file"
+        raise OSError(f"{why} (a link loop, a pipe or a device)")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _try_sha256(path: Path) -> str | OSError:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return _sha256(path)
     except OSError as exc:
-        raise AuditInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return exc
 
 
-def load_image_set(folder: Path, role: str) -> ImageSet:
-    """Find the images of one role and hash their contents (hashing reads in threads)."""
+def load_image_set(folder: Path, role: str, skip_bad: bool = False) -> ImageSet:
+    """Find the images of one role and hash their contents (hashing reads in threads).
+
+    Files that cannot be read stop the audit with a list of them, or with `skip_bad`
+    are left out and listed in the set's `skipped`.
+    """
     paths = find_images(folder, role)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        hashes = list(pool.map(_sha256, paths))
-    order = sorted(range(len(paths)), key=lambda i: (hashes[i], str(paths[i])))
-    return ImageSet(
+        hashed = list(pool.map(_try_sha256, paths))
+    bad = {
+        p: f"cannot read it ({h.strerror or h})"
+        for p, h in zip(paths, hashed, strict=True)
+        if not isinstance(h, str)
+    }
+    good = [i for i, h in enumerate(hashed) if isinstance(h, str)]
+    order = sorted(good, key=lambda i: (hashed[i], str(paths[i])))
+    images = ImageSet(
         role=role,
         folder=Path(folder),
         paths=[paths[i] for i in order],
-        hashes=[hashes[i] for i in order],
+        hashes=[hashed[i] for i in order],  # type: ignore[misc]
+        skip_bad=skip_bad,
     )
+    images.report_bad(bad, len(paths))
+    images.check_not_empty(len(paths))
+    return images
 
 
-def decode_image(data: bytes, size: int, channels: int) -> torch.Tensor:
-    """Image file bytes -> float tensor (channels, size, size) with values in [0, 1].
+def decode_image(source: bytes | Path, size: int, channels: int) -> torch.Tensor:
+    """An image file (its bytes or its path) -> float tensor (channels, size, size) in [0, 1].
 
     8-bit images are divided by 255, 16-bit by 65535, float images are min-max
     scaled. Colour is reduced to grey for one channel; grey is repeated for three.
+    A path is read lazily: a huge file that is no image is refused from its header.
     """
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(source) as img:
             if min(img.size) < 2:
                 raise ValueError(f"{img.size[0]}x{img.size[1]} pixels is too small to compare")
             if img.format == "JPEG":  # decode big JPEGs at a reduced scale
                 img.draft("L" if channels == 1 else "RGB", (size, size))
-            pixels = _to_array(img, channels)
+            pixels = _to_array(img, channels, size)
     tensor = torch.from_numpy(pixels)
     tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     if channels == 3 and tensor.shape[0] == 1:
@@ -131,7 +225,10 @@ def decode_image(data: bytes, size: int, channels: int) -> torch.Tensor:
     return tensor.clamp_(0.0, 1.0).contiguous()
 
 
-def _to_array(img: Image.Image, channels: int) -> np.ndarray:
+def _to_array(img: Image.Image, channels: int, size: int) -> np.ndarray:
+    if img.mode in ("P", "PA"):  # palette indices cannot be averaged: colours first
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+    img = _box_reduce(img, size)
     mode = img.mode
     if mode.startswith("I;16"):
         return np.asarray(img, dtype=np.uint16).astype(np.float32) / 65535.0
@@ -141,12 +238,22 @@ def _to_array(img: Image.Image, channels: int) -> np.ndarray:
             return arr / 65535.0
         lo, hi = float(arr.min()), float(arr.max())
         return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    if mode in ("P", "PA"):
-        img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
     target = "L" if channels == 1 else "RGB"
     if img.mode != target:
         img = img.convert(target)
     return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _box_reduce(img: Image.Image, size: int) -> Image.Image:
+    """Average blocks of pixels in the image's own mode until it is at most about twice
+    the target size: a huge image is never copied as floats at full size. The final,
+    antialiased resize then sees twice its output's resolution."""
+    factors = (max(1, img.size[0] // (2 * size)), max(1, img.size[1] // (2 * size)))
+    if factors == (1, 1):
+        return img
+    if img.mode.startswith("I;16") or img.mode == "1":  # modes that reduce() cannot average
+        img = img.convert("I" if img.mode != "1" else "L")
+    return img.reduce(factors)
 
 
 class _DecodeDataset(Dataset):
@@ -161,7 +268,7 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, index: int):
         path = self.paths[index]
         try:
-            return decode_image(path.read_bytes(), self.size, self.channels), index, ""
+            return decode_image(path, self.size, self.channels), index, ""
         except Exception as exc:  # noqa: BLE001 - every decoding failure is reported by file
             empty = torch.zeros(self.channels, self.size, self.size)
             return empty, index, _describe_decode_error(exc)
@@ -191,8 +298,9 @@ def iter_batches(
 ) -> Iterator[tuple[torch.Tensor, list[int]]]:
     """Yield (pixels, indices) batches of decoded images, in the set's (hash) order.
 
-    Raises AuditInputError listing every file that could not be decoded, after the
-    pass, so that one run reports all of them.
+    After the pass (so that one run reports all of them), the files that could not be
+    decoded are reported by `ImageSet.report_bad`: an AuditInputError listing them, or,
+    with `skip_bad`, an entry in `images.skipped` each.
     """
     workers = default_workers() if workers is None else workers
     loader = DataLoader(
@@ -202,18 +310,12 @@ def iter_batches(
         num_workers=workers,
         persistent_workers=False,
     )
-    bad: list[str] = []
+    bad: dict[Path, str] = {}
     for pixels, indices, errors in loader:
         keep = [i for i, err in enumerate(errors) if not err]
         for i, err in enumerate(errors):
             if err:
-                bad.append(f"{images.paths[int(indices[i])]}: {err}")
+                bad[images.paths[int(indices[i])]] = err
         if keep:
             yield pixels[keep], [int(indices[i]) for i in keep]
-    if bad:
-        shown = "\n  ".join(bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise AuditInputError(
-            f"{len(bad)} of {len(images)} {images.role} images could not be read; "
-            f"remove or replace them:\n  {shown}{more}"
-        )
+    images.report_bad(bad, len(images))

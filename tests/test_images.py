@@ -84,3 +84,121 @@ def test_unreadable_images_are_all_listed_by_name(tmp_path: Path):
     for name in ("text.png", "empty.png", "cut.png", "dot.png"):
         assert name in message
     assert "good.png" not in message
+
+
+def write_big_png(path: Path, width: int, height: int, row: bytes | None = None) -> Path:
+    """A valid grey PNG of any size without holding its pixels: every row the same
+    (`row`, default black), compressed as a stream."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    line = b"\0" + (row if row is not None else bytes(width))
+    packer = zlib.compressobj(1)
+    data = b"".join(packer.compress(line) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_a_20000_pixel_square_image_is_refused_by_name(tmp_path: Path):
+    Image.new("L", (8, 8), 5).save(tmp_path / "good.png")
+    write_big_png(tmp_path / "bomb.png", 20_000, 20_000)
+    images = load_image_set(tmp_path, "generated")
+    with pytest.raises(AuditInputError, match=r"bomb.png: too large .*down-sample it first"):
+        list(iter_batches(images, 16, 1, batch_size=2, workers=0))
+
+
+def test_a_large_image_is_down_sampled_in_little_memory(tmp_path: Path):
+    """12000 x 12000 grey (144 M pixels, under the limit): decoded at its native size
+    once (144 MB), box-reduced, never copied as floats at full size (that took 1.2 GB)."""
+    import subprocess
+    import sys
+
+    ramp = bytes(x * 255 // 12_000 for x in range(12_000))
+    big = write_big_png(tmp_path / "big.png", 12_000, 12_000, ramp)
+    Image.new("L", (8, 8)).save(tmp_path / "small.png")
+    code = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from pytest_gan_privacy.images import decode_image\n"
+        "rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "decode_image(Path(sys.argv[1]), 64, 3)\n"
+        "before = rss()\n"
+        "x = decode_image(Path(sys.argv[2]), 64, 3)\n"
+        "print(rss() - before, float(x[:, :, 0].mean()), float(x[:, :, -1].mean()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "small.png"), str(big)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    growth_mb, left, right = map(float, out)
+    assert growth_mb < 400, f"decoding took {growth_mb:.0f} MB more"
+    assert left < 0.02 and right > 0.98  # the ramp survived the reduction
+
+
+def test_links_are_followed_once_and_never_hang(tmp_path: Path):
+    """Links to files and folders outside are followed (datasets kept in a store); a
+    loop is searched once; a broken link and a pipe are bad files, named."""
+    import os
+
+    store = tmp_path / "store"
+    (store / "more").mkdir(parents=True)
+    Image.new("L", (8, 8), 10).save(store / "a.png")
+    Image.new("L", (8, 8), 20).save(store / "more" / "b.png")
+    folder = tmp_path / "generated"
+    folder.mkdir()
+    Image.new("L", (8, 8), 30).save(folder / "own.png")
+    (folder / "linked.png").symlink_to(store / "a.png")
+    (folder / "more").symlink_to(store / "more", target_is_directory=True)
+    (folder / "loop").symlink_to(folder, target_is_directory=True)
+    (store / "back").symlink_to(folder, target_is_directory=True)
+    images = load_image_set(folder, "generated")
+    assert sorted(images.ids) == ["linked.png", "more/b.png", "own.png"]
+
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "self.png").symlink_to(folder / "self.png")
+    with pytest.raises(AuditInputError) as err:
+        load_image_set(folder, "generated")
+    message = str(err.value)
+    assert "3 of 6 generated images could not be read" in message
+    assert "gone.png: cannot read it (a broken link" in message
+    assert "pipe.png: cannot read it (not a regular file" in message
+    assert "self.png" in message and "--skip-bad-images" in message
+
+    images = load_image_set(folder, "generated", skip_bad=True)
+    assert len(images) == 3
+    assert sorted(p.name for p in images.skipped) == ["gone.png", "pipe.png", "self.png"]
+
+
+def test_one_bad_image_among_thousands_is_named_or_skipped(tmp_path: Path):
+    for i in range(2000):
+        Image.new("L", (4, 4), i % 256).save(tmp_path / f"{i:04d}.png")
+    good = (tmp_path / "0007.png").read_bytes()
+    (tmp_path / "0007.png").write_bytes(good[: len(good) // 2])
+    images = load_image_set(tmp_path, "generated")
+    with pytest.raises(AuditInputError, match=r"1 of 2000 generated images.*\n  .*0007.png: "):
+        list(iter_batches(images, 4, 1, batch_size=256, workers=0))
+
+    images = load_image_set(tmp_path, "generated", skip_bad=True)
+    decoded = sum(len(i) for _, i in iter_batches(images, 4, 1, batch_size=256, workers=0))
+    assert decoded == 1999
+    assert [p.name for p in images.skipped] == ["0007.png"]
+    assert "corrupt" in images.skipped[tmp_path / "0007.png"]
+
+
+def test_every_image_unreadable_stops_even_when_skipping(tmp_path: Path):
+    (tmp_path / "a.png").write_text("not an image")
+    images = load_image_set(tmp_path, "used", skip_bad=True)
+    with pytest.raises(AuditInputError, match="1 of 1 used images.*none is left to audit"):
+        from pytest_gan_privacy.encoders import PixelEncoder, encode_images
+
+        encode_images(images, PixelEncoder(8), "cpu", workers=0)
