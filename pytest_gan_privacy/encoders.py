@@ -8,16 +8,23 @@ L2-normalised so that a dot product is a cosine similarity.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
+from . import __version__
+from .cache import TensorCache, cache_key, tensors_sha256
 from .errors import AuditInputError
 from .images import ImageSet, iter_batches
 
 Progress = Callable[[str, int, int], None]
+
+# Part of every feature cache key: bump it when decoding (images.py) or an encoder
+# changes the numbers it gives, so that features cached before are not reused.
+FEATURES_VERSION = 1
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -46,6 +53,13 @@ class Encoder:
         """Settings that identify this encoder (shown in the report)."""
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels}
 
+    def cache_identity(self) -> dict | None:
+        """Everything that decides this encoder's features, JSON-ready, for the feature
+        cache's keys: settings and, for learned weights, a hash of them. None (the
+        default) means its features are never cached: an identity that missed its
+        weights would make the cache serve stale features."""
+        return None
+
 
 class PixelEncoder(Encoder):
     """Down-sampled pixels, centred per image: the GAN-Leaks style baseline.
@@ -62,6 +76,9 @@ class PixelEncoder(Encoder):
     def encode_batch(self, pixels: torch.Tensor) -> torch.Tensor:
         flat = pixels.flatten(1).float()
         return flat - flat.mean(dim=1, keepdim=True)
+
+    def cache_identity(self) -> dict:
+        return {"class": "PixelEncoder", **self.describe()}
 
 
 class TimmViTEncoder(Encoder):
@@ -98,6 +115,7 @@ class TimmViTEncoder(Encoder):
             k: v for k, v in state.items() if not k.startswith(("decoder", "mask_token", "head."))
         }
         state = checkpoint_filter_fn(state, self.model)  # resizes position embeddings
+        self.weights_sha256 = tensors_sha256(state)
         missing, _unexpected = self.model.load_state_dict(state, strict=False)
         if missing:
             raise AuditInputError(
@@ -131,6 +149,16 @@ class TimmViTEncoder(Encoder):
     def describe(self) -> dict:
         return {**super().describe(), "model": self.model_name, "pooling": self.pooling}
 
+    def cache_identity(self) -> dict:
+        import timm
+
+        return {
+            "class": "TimmViTEncoder",
+            **self.describe(),
+            "weights_sha256": self.weights_sha256,
+            "timm": timm.__version__,
+        }
+
 
 def _autocast(device: torch.device):
     """bf16 autocast on a GPU, where it doubles matmul throughput; exact float32 on CPU."""
@@ -158,6 +186,23 @@ def build_encoder(settings) -> Encoder:
     raise AuditInputError(f"unknown features {settings.features!r}")
 
 
+def feature_keys(images: ImageSet, encoder: Encoder, device: torch.device) -> list[str] | None:
+    """The feature cache key of each image, or None when the encoder has no identity.
+
+    A key covers the image's content, the encoder, the device kind (bf16 on a GPU
+    gives other numbers than float32 on a CPU) and the versions that change numbers.
+    """
+    identity = encoder.cache_identity()
+    if identity is None:
+        return None
+    device = torch.device(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
+    base = cache_key(
+        "features", FEATURES_VERSION, identity, device.type, where, __version__, torch.__version__
+    )
+    return [cache_key(base, h) for h in images.hashes]
+
+
 @torch.inference_mode()
 def encode_images(
     images: ImageSet,
@@ -166,22 +211,61 @@ def encode_images(
     batch_size: int = 64,
     workers: int | None = None,
     progress: Progress = _no_progress,
+    cache: TensorCache | None = None,
 ) -> torch.Tensor:
-    """Encode every image of the set: (N, D) float32, L2-normalised, on the CPU."""
+    """Encode every image of the set: (N, D) float32, L2-normalised, on the CPU.
+
+    With a cache, features of images seen before are read from it and only the others
+    are decoded and encoded (in batches), then stored. With `images.skip_bad`, images
+    that cannot be decoded are dropped from the set (listed in `images.skipped`), so
+    rows still match `images`.
+    """
     encoder.to(device)
+    total = len(images)
     features: torch.Tensor | None = None
-    done = 0
-    progress(f"encoding {images.role}", 0, len(images))
-    batches = iter_batches(images, encoder.image_size, encoder.channels, batch_size, workers)
+
+    def place(indices: list[int], rows: torch.Tensor) -> None:
+        nonlocal features
+        if features is None:  # one (N, D) buffer, allocated when D is known
+            features = torch.zeros(total, rows.shape[1])
+        features[indices] = rows
+
+    stage = f"encoding {images.role}"
+    progress(stage, 0, total)
+    keys = None if cache is None else feature_keys(images, encoder, device)
+    misses = list(range(total))
+    if cache is not None and keys is not None:
+        misses = []
+        for i, key in enumerate(keys):
+            row = (cache.get("features", key) or {}).get("features")
+            if (
+                row is None
+                or row.ndim != 1
+                or (features is not None and len(row) != features.shape[1])
+            ):
+                misses.append(i)
+            else:
+                place([i], row[None])
+    done = total - len(misses)
+    progress(stage, done, total)
+    batches = iter_batches(
+        images, encoder.image_size, encoder.channels, batch_size, workers, only=misses
+    )
     for pixels, indices in batches:
-        out = encoder.encode_batch(pixels.to(device, non_blocking=True))
-        out = F.normalize(out.float(), dim=1).cpu()
-        if features is None:
-            features = torch.zeros(len(images), out.shape[1])
-        features[indices] = out
+        rows = encoder.encode_batch(pixels.to(device, non_blocking=True))
+        rows = F.normalize(rows.float(), dim=1).cpu()
+        place(indices, rows)
+        if cache is not None and keys is not None:
+            for i, row in zip(indices, rows, strict=True):
+                cache.put("features", keys[i], {"features": row.clone()})
         done += len(indices)
-        progress(f"encoding {images.role}", done, len(images))
-    assert features is not None  # iter_batches raises when nothing decodes
+        progress(stage, done, total)
+    if any(p in images.skipped for p in images.paths):
+        kept = images.drop_skipped()
+        images.check_not_empty(total)
+        assert features is not None
+        features = features[kept]
+    assert features is not None  # every image was cached, decoded, or reported
     return features
 
 
@@ -191,5 +275,6 @@ __all__ = [
     "TimmViTEncoder",
     "build_encoder",
     "encode_images",
+    "feature_keys",
     "resolve_device",
 ]

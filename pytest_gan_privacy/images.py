@@ -57,16 +57,6 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, indices: list[int]) -> ImageSet:
-        """The images at these positions, as a set of the same role and policy."""
-        return ImageSet(
-            self.role,
-            self.folder,
-            [self.paths[i] for i in indices],
-            [self.hashes[i] for i in indices],
-            self.skip_bad,
-        )
-
     def report_bad(self, bad: dict[Path, str], total: int) -> None:
         """Files of this set that cannot be read: stop with all their names, or, with
         `skip_bad`, note them in `skipped` (the caller leaves them out)."""
@@ -152,8 +142,9 @@ def find_images(folder: Path, role: str) -> list[Path]:
 def _sha256(path: Path) -> str:
     """The file's content hash, read in chunks; OSError when it is no readable file."""
     if not path.is_file():  # never open a pipe or a device: reading it could block forever
-        why = "a broken link" if path.is_symlink() else "not a regular file"
-        raise OSError(f"{why} (a link loop, a pipe or a device)")
+        if path.is_symlink():
+            raise OSError("a broken link or a link loop")
+        raise OSError("not a regular file (a pipe, a socket or a device)")
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -295,27 +286,29 @@ def iter_batches(
     channels: int,
     batch_size: int,
     workers: int | None = None,
+    only: list[int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, list[int]]]:
-    """Yield (pixels, indices) batches of decoded images, in the set's (hash) order.
+    """Yield (pixels, indices) batches of decoded images, in the set's (hash) order;
+    `only` decodes just the images at those positions (e.g. those not cached).
 
     After the pass (so that one run reports all of them), the files that could not be
     decoded are reported by `ImageSet.report_bad`: an AuditInputError listing them, or,
     with `skip_bad`, an entry in `images.skipped` each.
     """
     workers = default_workers() if workers is None else workers
+    positions = list(range(len(images))) if only is None else only
     loader = DataLoader(
-        _DecodeDataset(images.paths, size, channels),
+        _DecodeDataset([images.paths[i] for i in positions], size, channels),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=workers,
+        num_workers=workers if positions else 0,
         persistent_workers=False,
     )
     bad: dict[Path, str] = {}
     for pixels, indices, errors in loader:
-        keep = [i for i, err in enumerate(errors) if not err]
-        for i, err in enumerate(errors):
-            if err:
-                bad[images.paths[int(indices[i])]] = err
+        where = [positions[int(i)] for i in indices]
+        keep = [j for j, err in enumerate(errors) if not err]
+        bad.update((images.paths[where[j]], err) for j, err in enumerate(errors) if err)
         if keep:
-            yield pixels[keep], [int(indices[i]) for i in keep]
+            yield pixels[keep], [where[j] for j in keep]
     images.report_bad(bad, len(images))

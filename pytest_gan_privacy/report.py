@@ -121,16 +121,21 @@ def _json_ready(value):
     return value
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
+def atomic_write(path: Path, content: str | bytes, durable: bool = True) -> None:
+    """Write `content` (text as UTF-8) to `path` through a uniquely named temporary
+    file in the same folder and a rename: readers, and a run killed midway, see the
+    old file or the new one. `durable` also fsyncs before the rename (survives a power
+    cut; cache entries skip it, they are checked when read)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    data = content.encode("utf-8") if isinstance(content, str) else content
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -160,13 +165,30 @@ def check_outputs(html_path: Path | None, json_path: Path | None, named_by_user:
             check_replaceable(path, named_by_user)
 
 
+def render_outputs(result, html_path: Path | None, json_path: Path | None) -> list[tuple[str, str]]:
+    """(path, text) of the JSON result and the HTML report (either path may be None:
+    not rendered). Plain strings, so a pytest-xdist worker can hand them over."""
+    files = []
+    if json_path is not None:
+        text = json.dumps(_json_ready(result.as_dict()), indent=2, allow_nan=False)
+        files.append((str(json_path), text + "\n"))
+    if html_path is not None:
+        files.append((str(html_path), render_html(result)))
+    return files
+
+
+def write_files(files: list[tuple[str, str]], named_by_user: bool) -> None:
+    """Write rendered outputs, each atomically, after checking that none replaces a
+    file the user wrote."""
+    for path, _text in files:
+        check_replaceable(Path(path), named_by_user)
+    for path, text in files:
+        atomic_write(Path(path), text)
+
+
 def write_outputs(
     result, html_path: Path | None, json_path: Path | None, named_by_user: bool = True
 ) -> None:
     """Write the HTML report and the JSON result (either may be None: not written)."""
     check_outputs(html_path, json_path, named_by_user)
-    if json_path is not None:
-        text = json.dumps(_json_ready(result.as_dict()), indent=2, allow_nan=False)
-        atomic_write(json_path, text + "\n")
-    if html_path is not None:
-        atomic_write(html_path, render_html(result))
+    write_files(render_outputs(result, html_path, json_path), named_by_user)

@@ -51,6 +51,9 @@ class AuditSettings:
     workers: int | None = None  # None: the spare CPU cores decode images
     # the report shows real (patient) images only when asked: it is meant to be shareable
     report_real_thumbnails: bool = False
+    skip_bad_images: bool = False
+    cache_dir: Path | None = None  # None: $GAN_PRIVACY_CACHE_DIR or the user's cache folder
+    no_cache: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -154,6 +157,18 @@ OPTIONS: tuple[Option, ...] = (
         "for internal reports only)",
         "bool",
     ),
+    Option(
+        "skip_bad_images",
+        "leave out images that cannot be read, and list them in the report, instead of stopping",
+        "bool",
+    ),
+    Option(
+        "cache_dir",
+        "folder for cached features and weights (default: $GAN_PRIVACY_CACHE_DIR, else "
+        "$XDG_CACHE_HOME or ~/.cache, /pytest-gan-privacy)",
+        "path",
+    ),
+    Option("no_cache", "read and write no cached features or weights", "bool"),
 )
 
 

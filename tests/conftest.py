@@ -61,3 +61,12 @@ def requires_shared_data(scenario: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is not here (the shared benchmark data)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_folder(tmp_path_factory):
+    """Tests share one feature cache of their own, never the user's."""
+    folder = tmp_path_factory.mktemp("feature-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GAN_PRIVACY_CACHE_DIR", str(folder))
+        yield folder

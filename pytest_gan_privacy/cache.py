@@ -1,0 +1,173 @@
+"""A content-addressed cache of named tensors: image features and trained weights.
+
+An entry is a safetensors file named by its key: the SHA-256 of everything that decides
+its numbers (for features: the image's content hash, the encoder's identity and
+settings, and the versions that change numbers; for weights: the training images'
+hashes and the training settings). Each entry stores its key and a checksum of its
+tensors in its metadata. An entry that does not parse, carries another key or fails
+its checksum is a miss: the caller recomputes it and the entry is replaced. Nothing in
+the folder is trusted without these checks. (They catch corruption, not a malicious
+writer: the folder is private, 0700, and a shared folder must be one you trust.)
+
+Entries are written to a unique temporary file in their folder and renamed, so two
+audits sharing a folder (pytest-xdist workers, two CI jobs on one runner) never read
+half an entry nor fail on each other's writes: the last rename wins, and both wrote the
+same numbers. Entries are not fsynced, which would cost milliseconds each: a power cut
+can leave a garbage entry, which the checksum rejects.
+
+Layout: `<folder>/<namespace>/<key[:2]>/<key>.safetensors`. Features are stored one
+entry per image: an entry stands alone, so no index or pack file needs a
+read-modify-write that two processes would race on, and a changed or added image
+costs one new entry rather than re-encoding its whole set. Reading 20,000 entries takes
+seconds (benchmarks/memory.py), far less than decoding and encoding the images.
+
+Usage, e.g. for weights trained on a set of images::
+
+    key = cache_key("mae-weights", generated.manifest_sha256(), settings_dict)
+    state = cache.get("weights", key)
+    if state is None:
+        state = train(...)
+        cache.put("weights", key, state)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch  # imported here, not lazily: a PyO3 module loads once per process
+import torch
+
+from .report import atomic_write
+
+CACHE_FORMAT = "pytest-gan-privacy-cache/1"
+ENV_VAR = "GAN_PRIVACY_CACHE_DIR"
+
+
+def cache_key(*parts: Any) -> str:
+    """The SHA-256 of the parts as canonical JSON (dict keys sorted; paths as strings)."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A checksum of named tensors: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """$GAN_PRIVACY_CACHE_DIR, else $XDG_CACHE_HOME/pytest-gan-privacy, else
+    ~/.cache/pytest-gan-privacy. RuntimeError when there is no home folder."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "pytest-gan-privacy"
+
+
+class TensorCache:
+    """Named tensor dicts stored by key, verified on every read.
+
+    Never raises on a bad folder: a folder that cannot be written turns writing off
+    for the run and adds a line to `warnings` (results are the same, only slower).
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self.writable = folder is not None
+        self.hits = self.misses = self.rejected = 0
+        self.warnings: list[str] = []
+        if folder is None:
+            self.warnings.append(
+                "no cache folder: there is no home folder and neither --cache-dir nor "
+                f"{ENV_VAR} is set; nothing was cached"
+            )
+
+    def _path(self, namespace: str, key: str) -> Path:
+        assert self.folder is not None
+        return self.folder / namespace / key[:2] / f"{key}.safetensors"
+
+    def get(self, namespace: str, key: str) -> dict[str, torch.Tensor] | None:
+        """The tensors stored under `key`, or None: absent, unreadable, foreign or corrupt."""
+        if self.folder is None:
+            return None
+        try:
+            data = self._path(namespace, key).read_bytes()
+        except OSError:
+            self.misses += 1
+            return None
+        tensors = _verified(data, key)
+        if tensors is None:
+            self.rejected += 1
+            self.misses += 1
+        else:
+            self.hits += 1
+        return tensors
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        tensors: dict[str, torch.Tensor],
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Store the tensors (and string metadata) under `key`, atomically."""
+        if not self.writable or self.folder is None:
+            return
+        tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+        meta = {**(metadata or {}), "format": CACHE_FORMAT, "key": key}
+        meta["sha256"] = tensors_sha256(tensors)
+        try:
+            if not self.folder.exists():
+                self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write(
+                self._path(namespace, key), safetensors.torch.save(tensors, meta), durable=False
+            )
+        except OSError as exc:
+            self.writable = False
+            self.warnings.append(
+                f"the cache folder {self.folder} cannot be written ({exc.strerror or exc}); "
+                "nothing more was cached. Give a writable --cache-dir, or --no-cache"
+            )
+
+    def stats(self) -> dict:
+        """Where the cache is and how it served this run (for the JSON result)."""
+        return {
+            "folder": None if self.folder is None else str(self.folder),
+            "hits": self.hits,
+            "misses": self.misses,
+            "rejected": self.rejected,
+        }
+
+
+def _verified(data: bytes, key: str) -> dict[str, torch.Tensor] | None:
+    """The entry's tensors when it parses, carries `key` and matches its checksum."""
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
+        if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
+            return None
+        tensors = safetensors.torch.load(data)
+    except Exception:  # noqa: BLE001 - whatever is wrong with an entry, it is a miss
+        return None
+    return tensors if tensors_sha256(tensors) == meta.get("sha256") else None
+
+
+def open_cache(settings) -> TensorCache | None:
+    """The cache the settings ask for: None with `no_cache`, else `cache_dir`, else
+    the default folder (see `default_cache_dir`)."""
+    if settings.no_cache:
+        return None
+    if settings.cache_dir is not None:
+        return TensorCache(Path(settings.cache_dir))
+    try:
+        return TensorCache(default_cache_dir())
+    except RuntimeError:  # Path.home() without a home folder
+        return TensorCache(None)

@@ -1,0 +1,172 @@
+"""The feature and weights cache: verified entries, the right folder, shared safely."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import audit_args
+from PIL import Image
+
+from pytest_gan_privacy.cache import ENV_VAR, TensorCache, cache_key, default_cache_dir, open_cache
+from pytest_gan_privacy.encoders import Encoder, PixelEncoder, encode_images, feature_keys
+from pytest_gan_privacy.images import load_image_set
+from pytest_gan_privacy.settings import AuditSettings
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.safetensors"))
+
+
+def test_put_then_get_returns_the_same_tensors(tmp_path: Path):
+    cache = TensorCache(tmp_path)
+    key = cache_key("mae-weights", "manifest", {"epochs": 3})
+    state = {"w": torch.randn(4, 3), "step": torch.tensor(7), "mask": torch.ones(2, dtype=bool)}
+    cache.put("weights", key, state, {"note": "trained"})
+    back = cache.get("weights", key)
+    assert back is not None and set(back) == set(state)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+    assert cache.get("weights", cache_key("another")) is None
+    assert cache.stats() == {"folder": str(tmp_path), "hits": 1, "misses": 1, "rejected": 0}
+
+
+def test_keys_depend_on_every_part():
+    assert cache_key("a", {"x": 1, "y": 2}) == cache_key("a", {"y": 2, "x": 1})
+    assert cache_key("a", {"x": 1}) != cache_key("a", {"x": 2}) != cache_key("b", {"x": 1})
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip-a-byte", "garbage", "empty", "foreign"])
+def test_a_damaged_or_foreign_entry_is_a_miss(tmp_path: Path, damage: str):
+    cache = TensorCache(tmp_path)
+    key, other = cache_key("one"), cache_key("two")
+    cache.put("features", key, {"features": torch.arange(64.0)})
+    cache.put("features", other, {"features": torch.zeros(64)})
+    path = cache._path("features", key)
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) - 10])
+    elif damage == "flip-a-byte":  # in the payload: parses, fails the checksum
+        path.write_bytes(data[:-5] + bytes([data[-5] ^ 0x40]) + data[-4:])
+    elif damage == "garbage":
+        path.write_bytes(b"\xff" * len(data))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:  # a valid entry of another key under this key's name
+        shutil.copy(cache._path("features", other), path)
+    assert cache.get("features", key) is None
+    assert cache.rejected == 1
+
+
+def test_the_folder_comes_from_the_setting_the_environment_or_xdg(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "pytest-gan-privacy"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "pytest-gan-privacy"
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "env"))
+    assert default_cache_dir() == tmp_path / "env"
+
+    settings = AuditSettings(generated=tmp_path, used=tmp_path, not_used=tmp_path)
+    assert open_cache(settings).folder == tmp_path / "env"
+    settings.cache_dir = tmp_path / "mine"
+    assert open_cache(settings).folder == tmp_path / "mine"
+    settings.no_cache = True
+    assert open_cache(settings) is None
+
+
+def test_an_unwritable_folder_is_a_warning_not_a_crash(tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cache = TensorCache(blocker / "cache")
+    cache.put("features", cache_key("x"), {"features": torch.ones(3)})
+    cache.put("features", cache_key("y"), {"features": torch.ones(3)})
+    assert cache.get("features", cache_key("x")) is None
+    assert len(cache.warnings) == 1 and "cannot be written" in cache.warnings[0]
+
+
+class CountingEncoder(PixelEncoder):
+    """Pixel features that count the images they encode."""
+
+    def __init__(self):
+        super().__init__(16)
+        self.encoded = 0
+
+    def encode_batch(self, pixels):
+        self.encoded += len(pixels)
+        return super().encode_batch(pixels)
+
+
+def test_only_new_or_damaged_images_are_encoded_and_results_are_identical(clean_release, tmp_path):
+    folder = tmp_path / "generated"
+    shutil.copytree(clean_release / "generated", folder)
+    images = load_image_set(folder, "generated")
+    cache = TensorCache(tmp_path / "cache")
+
+    def encode(cache, encoder=None):
+        encoder = encoder or CountingEncoder()
+        features = encode_images(
+            load_image_set(folder, "generated"), encoder, "cpu", 32, 0, cache=cache
+        )
+        return features, encoder.encoded
+
+    uncached, n = encode(None)
+    assert n == 150
+    cold, n = encode(cache)
+    assert n == 150 and torch.equal(cold, uncached) and len(_entries(tmp_path / "cache")) == 150
+    warm, n = encode(cache)
+    assert n == 0 and torch.equal(warm, uncached)
+
+    Image.new("L", (64, 64), 99).save(folder / "new.png")
+    keys = feature_keys(images, CountingEncoder(), torch.device("cpu"))
+    damaged = cache._path("features", keys[3])
+    damaged.write_bytes(damaged.read_bytes()[:-8])
+    after, n = encode(cache)
+    assert n == 2 and len(after) == 151
+    assert torch.equal(encode(None)[0], after)
+    assert cache.get("features", keys[3]) is not None  # the damaged entry was replaced
+
+
+def test_an_encoder_without_an_identity_is_never_cached(clean_release, tmp_path):
+    class Anonymous(Encoder):
+        image_size = 8
+
+        def encode_batch(self, pixels):
+            return pixels.flatten(1)
+
+    images = load_image_set(clean_release / "real" / "used", "used")
+    encode_images(images, Anonymous(), "cpu", workers=0, cache=TensorCache(tmp_path))
+    assert _entries(tmp_path) == []
+
+
+def _numbers(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    for volatile in ("seconds", "timings", "settings", "cache"):
+        data.pop(volatile)
+    return data
+
+
+def test_two_audits_share_a_cache_folder_at_once(leaky_release, tmp_path: Path):
+    """Two processes (different hash seeds) encode and cache the same images at the same
+    time: neither fails, both give the same numbers, every entry is sound."""
+    cache = tmp_path / "shared-cache"
+    runs = []
+    for i in range(2):
+        cmd = [sys.executable, "-m", "pytest_gan_privacy.cli", "audit", *audit_args(leaky_release)]
+        cmd += ["--report", str(tmp_path / f"r{i}.html"), "--cache-dir", str(cache), "--quiet"]
+        cmd += ["--batch-size", "8"]  # many small writes, interleaved between the two
+        env = {**__import__("os").environ, "PYTHONHASHSEED": str(i + 1)}
+        runs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 1, err.decode()
+    assert _numbers(tmp_path / "r0.json") == _numbers(tmp_path / "r1.json")
+    entries = _entries(cache)
+    assert len(entries) == 210
+    assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".safetensors"]
+    reader = TensorCache(cache)
+    for entry in entries:
+        assert reader.get("features", entry.stem) is not None, entry
