@@ -15,6 +15,7 @@ import torch
 
 from . import __version__
 from .attacks import AttackScores, nearest_neighbour_attack
+from .cache import open_cache
 from .encoders import Progress, build_encoder, encode_images, resolve_device
 from .errors import AuditInputError
 from .images import ImageSet, load_image_set
@@ -74,6 +75,9 @@ class AuditResult:
     created: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
+    # what a reader must know to trust the numbers: skipped images, unbalanced classes...
+    warnings: list[str] = field(default_factory=list)
+    cache: dict | None = None  # the feature cache's folder and hits (None: off)
 
     @property
     def gate(self) -> MembershipMetrics:
@@ -197,7 +201,18 @@ class AuditResult:
             "settings": self.settings.as_dict(),
             "versions": self.versions,
             "candidates": self.candidate_rows(),
+            "warnings": self.warnings,
+            "skipped_images": self.skipped_images(),
+            "cache": self.cache,
         }
+
+    def skipped_images(self) -> list[dict]:
+        """Images left out as unreadable (skip_bad_images), with the reason."""
+        return [
+            {"role": s.role, "path": str(path), "reason": reason}
+            for s in (self.generated, self.candidates.members, self.candidates.non_members)
+            for path, reason in sorted(s.skipped.items(), key=lambda item: str(item[0]))
+        ]
 
 
 def versions() -> dict[str, str]:
@@ -208,8 +223,8 @@ def versions() -> dict[str, str]:
 
 def load_candidates(settings: AuditSettings) -> Candidates:
     """The used and not_used images, checked for images that are in both."""
-    members = load_image_set(settings.used, "used")
-    non_members = load_image_set(settings.not_used, "not_used")
+    members = load_image_set(settings.used, "used", settings.skip_bad_images)
+    non_members = load_image_set(settings.not_used, "not_used", settings.skip_bad_images)
     shared = sorted(set(members.hashes) & set(non_members.hashes))
     if shared:
         where_m = dict(zip(members.hashes, members.paths, strict=False))
@@ -240,24 +255,25 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
     t = time.perf_counter()
-    generated = load_image_set(settings.generated, "generated")
+    generated = load_image_set(settings.generated, "generated", settings.skip_bad_images)
     candidates = load_candidates(settings)
     t = lap("load", t)
 
+    cache = open_cache(settings)
     encoder = build_encoder(settings)
     encoder.fit(generated, device, progress)
     t = lap("fit_encoder", t)
 
     def encode(images: ImageSet) -> torch.Tensor:
         return encode_images(
-            images, encoder, device, settings.batch_size, settings.workers, progress
+            images, encoder, device, settings.batch_size, settings.workers, progress, cache
         )
 
     generated_features = encode(generated)
     candidate_features = torch.cat([encode(candidates.members), encode(candidates.non_members)])
     t = lap("encode", t)
 
-    labels = candidates.labels
+    labels = candidates.labels  # after encoding: unreadable candidates may have been skipped
     scores = nearest_neighbour_attack(candidate_features, generated_features, device)
     attacks = {
         scores.name: AttackResult(
@@ -274,7 +290,7 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
     }
     lap("attack", t)
     timings["total"] = round(time.perf_counter() - started, 3)
-    return AuditResult(
+    result = AuditResult(
         settings=settings,
         generated=generated,
         candidates=candidates,
@@ -284,4 +300,51 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
         encoder=encoder.describe(),
         timings=timings,
         versions=versions(),
+        cache=None if cache is None else cache.stats(),
     )
+    result.warnings = audit_warnings(result) + ([] if cache is None else cache.warnings)
+    return result
+
+
+# A larger class more than this many times the smaller one makes F1 mean little:
+# chance F1 follows the member fraction, and the default limit assumes a balance.
+MAX_CLASS_RATIO = 1.5
+
+
+def audit_warnings(result: AuditResult) -> list[str]:
+    """What a reader must know before trusting the verdict."""
+    out = []
+    members, non_members = result.candidates.members, result.candidates.non_members
+    n_m, n_n = len(members), len(non_members)
+    if max(n_m, n_n) > MAX_CLASS_RATIO * min(n_m, n_n):
+        out.append(
+            f"unbalanced candidates: {n_m} used vs {n_n} not_used. F1 means little here: a "
+            f"labels-blind guess gets {result.gate.chance_f1:.3f} against the limit "
+            f"{result.settings.max_f1:.3f}, which assumes a balanced set. Judge by the AUC "
+            "and the F1 over its chance level, or balance the used and not_used folders"
+        )
+    skipped = result.skipped_images()
+    if skipped:
+        by_role = ", ".join(
+            f"{role} {sum(s['role'] == role for s in skipped)}"
+            for role in ("generated", "used", "not_used")
+            if any(s["role"] == role for s in skipped)
+        )
+        out.append(
+            f"{len(skipped)} unreadable image(s) were skipped ({by_role}) and are not in "
+            "the numbers; see skipped_images"
+        )
+    generated = set(result.generated.hashes)
+    copies = [
+        f"{role}/{image_id}"
+        for role, images in (("used", members), ("not_used", non_members))
+        for image_id, h in zip(images.ids, images.hashes, strict=True)
+        if h in generated
+    ]
+    if copies:
+        shown = ", ".join(copies[:10]) + (" ..." if len(copies) > 10 else "")
+        out.append(
+            f"{len(copies)} real image(s) appear byte for byte among the generated images, "
+            f"the worst leak: {shown}"
+        )
+    return out

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_audit(settings, progress)
     write_outputs(result, settings.report, settings.json, named_by_user=named)
     print(result.summary())
+    for warning in result.warnings:
+        print(f"warning: {warning}")
     print(f"report: {settings.report}\njson: {settings.json}")
     return EXIT_PASS if result.passed else EXIT_LEAK
 

@@ -66,7 +66,7 @@ def test_json_result_has_the_documented_fields(leaky_release, tmp_path: Path):
 
 def _numbers(result) -> dict:
     data = result.as_dict()
-    for volatile in ("created", "seconds", "timings", "settings", "inputs"):
+    for volatile in ("created", "seconds", "timings", "settings", "inputs", "cache"):
         data.pop(volatile)
     for row in data["candidates"]:  # names change; hashes, scores and calls may not
         row.pop("id")
@@ -109,3 +109,122 @@ def test_too_few_candidates_names_the_folder(clean_release, tmp_path: Path):
         extra.unlink()
     with pytest.raises(AuditInputError, match="used folder has 3 image.*--folds"):
         run_audit(settings_for(copy))
+
+
+def _copy(release: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "release"
+    shutil.copytree(release, copy)
+    return copy
+
+
+def test_exact_copies_of_members_are_the_worst_leak(clean_release, tmp_path: Path):
+    copy = _copy(clean_release, tmp_path)
+    for member in (copy / "real" / "used").iterdir():
+        shutil.copy(member, copy / "generated" / f"copy-{member.name}")
+    result = run_audit(settings_for(copy))
+    assert not result.passed and result.f1 > 0.95 and result.gate.auc > 0.99
+    assert any("30 real image(s) appear byte for byte" in w for w in result.warnings)
+
+
+def test_unbalanced_candidates_are_warned_about_in_the_json(clean_release, tmp_path: Path):
+    copy = _copy(clean_release, tmp_path)
+    for extra in sorted((copy / "real" / "not_used").iterdir())[10:]:
+        extra.unlink()
+    result = run_audit(settings_for(copy))
+    data = json.loads(json.dumps(result.as_dict()))
+    assert data["n_used"] == 30 and data["n_not_used"] == 10
+    assert len(data["warnings"]) == 1
+    assert data["warnings"][0].startswith("unbalanced candidates: 30 used vs 10 not_used")
+    assert run_audit(settings_for(clean_release)).warnings == []
+
+
+def test_unreadable_images_stop_the_audit_or_are_skipped_and_counted(clean_release, tmp_path):
+    copy = _copy(clean_release, tmp_path)
+    (copy / "generated" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n-cut-")
+    (copy / "real" / "used" / "notes.png").write_text("meeting notes")
+    with pytest.raises(
+        AuditInputError, match=r"1 of 151 generated images.*--skip-bad-images.*\n.*broken.png: "
+    ):
+        run_audit(settings_for(copy))
+    result = run_audit(settings_for(copy, skip_bad_images=True))
+    data = result.as_dict()
+    assert (data["n_generated"], data["n_used"]) == (150, 30)
+    assert [(s["role"], Path(s["path"]).name) for s in data["skipped_images"]] == [
+        ("generated", "broken.png"),
+        ("used", "notes.png"),
+    ]
+    assert all(s["reason"] for s in data["skipped_images"])
+    assert "2 unreadable image(s) were skipped (generated 1, used 1)" in data["warnings"][0]
+    clean = run_audit(settings_for(clean_release))
+    assert _numbers(result)["attacks"] == _numbers(clean)["attacks"]
+
+
+def test_16_bit_palette_rgba_and_cmyk_images_work(clean_release, tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    copy = _copy(clean_release, tmp_path)
+    files = sorted(p for p in copy.rglob("*.png"))
+    for i, path in enumerate(files):
+        img = Image.open(path).convert("L")
+        kind = i % 4
+        if kind == 0:
+            Image.fromarray(np.asarray(img).astype(np.uint16) * 257).save(path)
+        elif kind == 1:
+            img.convert("P").save(path)
+        elif kind == 2:
+            img.convert("RGBA").save(path)
+        else:
+            path.unlink()
+            img.convert("CMYK").save(path.with_suffix(".jpg"), quality=95)
+    result = run_audit(settings_for(copy))
+    assert result.as_dict()["n_generated"] == 150 and result.gate.auc > 0.3
+
+
+def test_an_audit_makes_no_network_connection(leaky_release, monkeypatch, tmp_path: Path):
+    """Offline is the normal case: with every internet socket refused, the audit runs,
+    and a timm ViT builds from a local checkpoint and encodes."""
+    import socket
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from pytest_gan_privacy.encoders import TimmViTEncoder, encode_images
+    from pytest_gan_privacy.images import load_image_set
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    class NoInternetSocket(socket.socket):
+        def __init__(self, family=socket.AF_INET, *args, **kwargs):
+            if family in (socket.AF_INET, socket.AF_INET6):
+                refuse(family)
+            super().__init__(family, *args, **kwargs)
+
+    torch.manual_seed(0)
+    weights = tmp_path / "vit.safetensors"
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    monkeypatch.setattr(socket, "socket", NoInternetSocket)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    with pytest.raises(AssertionError, match="network access attempted"):
+        socket.create_connection(("example.org", 443))
+
+    assert not run_audit(settings_for(leaky_release, no_cache=True)).passed
+    vit = TimmViTEncoder("vit_tiny_patch16_224", weights, image_size=32)
+    members = load_image_set(leaky_release / "real" / "used", "used")
+    assert encode_images(members, vit, "cpu", workers=0).shape == (30, 192)
+
+
+def test_same_seed_same_numbers(leaky_release, tmp_path: Path):
+    """Two CPU runs with one seed give identical numbers, computed or read from the cache."""
+    first = run_audit(settings_for(leaky_release, no_cache=True, seed=3))
+    second = run_audit(settings_for(leaky_release, no_cache=True, seed=3))
+    cached = run_audit(settings_for(leaky_release, cache_dir=tmp_path / "c", seed=3))
+    again = run_audit(settings_for(leaky_release, cache_dir=tmp_path / "c", seed=3))
+    assert again.cache["hits"] == 210 and again.cache["misses"] == 0
+    assert _numbers(first) == _numbers(second) == _numbers(cached) == _numbers(again)
+    other = run_audit(settings_for(leaky_release, no_cache=True, seed=4))
+    assert _numbers(other) != _numbers(first)

@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import audit_args
+from PIL import Image
+from test_images import write_big_png
 
 from pytest_gan_privacy.cli import main
 
@@ -91,3 +94,104 @@ def test_a_default_report_path_never_replaces_a_file_the_user_wrote(
     assert code == 2
     assert "not written by pytest-gan-privacy" in capsys.readouterr().err
     assert (tmp_path / "gan-audit-report.html").read_text() == "my notes"
+
+
+def _break(case: str, release: Path) -> str:
+    """Damage a copy of a release as `case` says; returns text the message must name."""
+    import os
+    import shutil
+
+    generated, used, not_used = (
+        release / "generated",
+        release / "real/used",
+        release / "real/not_used",
+    )
+    if case == "empty folder":
+        shutil.rmtree(used)
+        used.mkdir()
+        return f"used folder {used} has no files"
+    if case == "only non-image files":
+        shutil.rmtree(used)
+        used.mkdir()
+        (used / "labels.csv").write_text("id,label\n")
+        return "has only 1 non-image files"
+    if case == "zero-byte file":
+        (generated / "zero.png").write_bytes(b"")
+        return "zero.png: not an image"
+    if case == "truncated png":
+        data = next(used.iterdir()).read_bytes()
+        (used / "cut.png").write_bytes(data[: len(data) * 2 // 3])
+        return "cut.png: corrupt or truncated image"
+    if case == "text named .png":
+        (not_used / "readme.png").write_text("hello")
+        return "readme.png: not an image"
+    if case == "1x1 image":
+        Image.new("L", (1, 1)).save(generated / "dot.png")
+        return "dot.png: cannot be decoded (1x1 pixels is too small"
+    if case == "huge image":
+        write_big_png(generated / "huge.png", 20_000, 20_000)
+        return "huge.png: too large"
+    if case == "broken link":
+        (generated / "gone.png").symlink_to(release / "nowhere.png")
+        return "gone.png: cannot read it (a broken link"
+    if case == "link loop":
+        os.symlink("loop.png", generated / "loop.png")
+        return "loop.png: cannot read it"
+    if case == "same image in used and not_used":
+        shutil.copy(next(used.iterdir()), not_used / "twin.png")
+        return "twin.png"
+    if case == "fewer candidates than folds":
+        for extra in sorted(not_used.iterdir())[4:]:
+            extra.unlink()
+        return "not_used folder has 4 image(s)"
+    raise ValueError(case)
+
+
+BAD_INPUTS = [
+    "empty folder",
+    "only non-image files",
+    "zero-byte file",
+    "truncated png",
+    "text named .png",
+    "1x1 image",
+    "huge image",
+    "broken link",
+    "link loop",
+    "same image in used and not_used",
+    "fewer candidates than folds",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_exits_2_naming_the_file_without_traceback(
+    case, clean_release, tmp_path: Path, capsys
+):
+    import shutil
+
+    release = tmp_path / "release"
+    shutil.copytree(clean_release, release)
+    expected = _break(case, release)
+    code = main(
+        ["audit", *audit_args(release), "--report", str(tmp_path / "r.html"), "--workers", "0"]
+        + ["--quiet"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("gan-privacy: error: ") and expected in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_warnings_are_printed_with_the_verdict(clean_release, tmp_path: Path, capsys):
+    import shutil
+
+    release = tmp_path / "release"
+    shutil.copytree(clean_release, release)
+    (release / "generated" / "bad.png").write_text("x")
+    args = ["audit", *audit_args(release), "--report", str(tmp_path / "r.html"), "--quiet"]
+    assert main([*args, "--workers", "0", "--skip-bad-images"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 1 unreadable image(s) were skipped (generated 1)" in out
+    assert json.loads((tmp_path / "r.json").read_text())["skipped_images"][0]["path"].endswith(
+        "bad.png"
+    )
