@@ -3,6 +3,11 @@
 Loaded by pytest on every run, so this module imports nothing heavy: torch, timm
 and scikit-learn are imported only when an audit runs. Without `--gan-audit` the
 plugin adds options and a marker and does nothing else.
+
+Under pytest-xdist, audits run on the workers, which write no files: an audit's
+rendered report and summary ride on its test report (xdist sends a report's
+attributes to the controller), and the controller writes each report once and shows
+the summary. Without xdist, the one process plays both parts.
 """
 
 from __future__ import annotations
@@ -31,14 +36,20 @@ class _State:
     enabled: bool
     base: dict[str, Any]  # settings from the ini file and the command line
     report_named: bool  # the user named the report path (may replace any file there)
-    results: dict[tuple, Any] = field(default_factory=dict)  # settings key -> AuditResult
-    errors: dict[tuple, str] = field(default_factory=dict)  # settings key -> message
-    written: dict[tuple, list[tuple[Path, Path]]] = field(default_factory=dict)  # key -> outputs
+    # audits run in this process: settings key -> AuditResult or error message
+    results: dict[tuple, Any] = field(default_factory=dict)
+    errors: dict[tuple, str] = field(default_factory=dict)
+    handed_over: set[tuple] = field(default_factory=set)  # (key, report, json) sent for writing
+    # where reports are written (controller): audit -> what the summary shows; paths written
+    shown: dict[str, dict] = field(default_factory=dict)
+    written: set[str] = field(default_factory=set)
 
 
 STATE = pytest.StashKey[_State]()
 _NAMED = pytest.StashKey[bool]()  # on a test item: the user named its report path
 _RESULT = pytest.StashKey[Any]()  # on a test item: the AuditResult it recorded
+_HANDED = pytest.StashKey[list]()  # on a test item: audit outputs for its next test report
+REPORT_ATTRIBUTE = "gan_audit"  # the test report attribute that carries them
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -100,6 +111,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = _State(enabled=enabled, base=base, report_named=report_named)
     if enabled and config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlExtras(), "gan-audit-html-extras")
+    if enabled and not _is_xdist_worker(config):
+        config.pluginmanager.register(_ReportWriter(config), "gan-audit-report-writer")
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def _state(config: pytest.Config) -> _State:
@@ -145,8 +162,8 @@ def _progress(config: pytest.Config):
 
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capman = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or config.option.verbose < 0:
-        return None
+    if reporter is None or config.option.verbose < 0 or _is_xdist_worker(config):
+        return None  # a worker's output is not shown
 
     started = []
 
@@ -182,29 +199,116 @@ def _with_outputs(state: _State, settings: AuditSettings, overrides: dict, node_
     return replace(settings, report=report, json=Path(json_path)), named
 
 
-def run_cached_audit(config: pytest.Config, settings: AuditSettings, named: bool):
-    """Run the audit for these settings once per session and write its outputs."""
+def run_cached_audit(node: pytest.Item, settings: AuditSettings, named: bool):
+    """Run the audit for these settings once per session (per process under xdist) and
+    hand its outputs over for writing (see `_ReportWriter`)."""
     from .audit import run_audit
-    from .report import check_outputs, write_outputs
+    from .report import check_outputs, render_outputs
 
-    state = _state(config)
+    state = _state(node.config)
     key = _settings_key(settings)
     if key in state.errors:
         raise AuditInputError(state.errors[key])
     if key not in state.results:
         check_outputs(settings.report, settings.json, named)
         try:
-            state.results[key] = run_audit(settings, _progress(config))
+            state.results[key] = run_audit(settings, _progress(node.config))
         except AuditInputError as exc:
             state.errors[key] = str(exc)
+            _hand_over(node, {"key": str(key), "error": str(exc)})
             raise
     result = state.results[key]
-    outputs = (settings.report, settings.json)
-    written = state.written.setdefault(key, [])
-    if outputs not in written:
-        write_outputs(result, settings.report, settings.json, named_by_user=named)
-        written.append(outputs)
+    outputs = (key, settings.report, settings.json)
+    if outputs not in state.handed_over:
+        state.handed_over.add(outputs)
+        _hand_over(
+            node,
+            {
+                "key": str(key),
+                "passed": result.passed,
+                "lines": _summary_lines(result),
+                "warnings": result.warnings,
+                "report": str(settings.report),
+                "json": str(settings.json),
+                "named": named,
+                "files": render_outputs(result, settings.report, settings.json),
+            },
+        )
     return result
+
+
+def _hand_over(node: pytest.Item, payload: dict) -> None:
+    node.stash.setdefault(_HANDED, []).append(payload)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """Attach the outputs of audits run in this test phase to its report."""
+    outcome = yield
+    payloads = item.stash.get(_HANDED, None)
+    if payloads:
+        setattr(outcome.get_result(), REPORT_ATTRIBUTE, list(payloads))
+        payloads.clear()
+
+
+def _summary_lines(result) -> list[str]:
+    m = result.gate
+    return [
+        result.summary(),
+        f"  accuracy {m.accuracy:.3f}  precision {m.precision:.3f}  recall {m.recall:.3f}  "
+        f"specificity {m.specificity:.3f}  TPR@1%FPR "
+        f"{'n/a' if m.tpr_at_1pct_fpr is None else f'{m.tpr_at_1pct_fpr:.3f}'}  "
+        f"({result.seconds:.1f} s)",
+    ]
+
+
+class _ReportWriter:
+    """Writes the audits' reports, each path once, and shows the audits in the
+    terminal summary: registered only where reports are written (not on xdist workers)."""
+
+    def __init__(self, config: pytest.Config):
+        self.state = _state(config)
+
+    @pytest.hookimpl(tryfirst=True)  # before the terminal and JUnit see the report
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from .report import write_files
+
+        for payload in getattr(report, REPORT_ATTRIBUTE, ()):
+            summary = {k: v for k, v in payload.items() if k != "files"}
+            shown = self.state.shown.setdefault(payload["key"], {**summary, "outputs": []})
+            files = [
+                (p, text) for p, text in payload.get("files", ()) if p not in self.state.written
+            ]
+            if not files:
+                continue
+            try:
+                write_files(files, payload["named"])
+            except (AuditInputError, OSError) as exc:  # the test fails: a report was lost
+                report.outcome = "failed"
+                report.longrepr = f"the audit's report was not written: {exc}"
+                shown.setdefault("problems", []).append(str(report.longrepr))
+                continue
+            self.state.written.update(p for p, _text in files)
+            shown["outputs"].append((payload["report"], payload["json"]))
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.state.shown:
+            return
+        terminalreporter.section("GAN privacy audit")
+        for shown in self.state.shown.values():
+            if "error" in shown:
+                terminalreporter.write_line(f"ERROR: {shown['error']}", red=True)
+                continue
+            colour = {"green": True} if shown["passed"] else {"red": True}
+            summary, details = shown["lines"]
+            terminalreporter.write_line(summary, bold=True, **colour)
+            terminalreporter.write_line(details)
+            for warning in shown["warnings"]:
+                terminalreporter.write_line(f"  warning: {warning}", yellow=True)
+            for report, json_path in shown["outputs"]:
+                terminalreporter.write_line(f"  report: {report}  json: {json_path}")
+            for problem in shown.get("problems", ()):
+                terminalreporter.write_line(f"  ERROR: {problem}", red=True)
 
 
 def _record(node: pytest.Item, result) -> None:
@@ -267,7 +371,7 @@ class GanAuditItem(pytest.Item):
     def runtest(self) -> None:
         state = _state(self.config)
         settings, named = _with_outputs(state, _make_settings(state, {}), {}, None)
-        result = run_cached_audit(self.config, settings, named)
+        result = run_cached_audit(self, settings, named)
         _record(self, result)
         if not result.passed:
             m = result.gate
@@ -293,27 +397,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items.append(
             GanAuditItem.from_parent(session, name=AUDIT_ITEM_NAME, nodeid=AUDIT_ITEM_NAME)
         )
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    state = _state(config)
-    if not state.enabled or not (state.results or state.errors):
-        return
-    terminalreporter.section("GAN privacy audit")
-    for key, result in state.results.items():
-        colour = {"green": True} if result.passed else {"red": True}
-        terminalreporter.write_line(result.summary(), bold=True, **colour)
-        m = result.gate
-        terminalreporter.write_line(
-            f"  accuracy {m.accuracy:.3f}  precision {m.precision:.3f}  recall {m.recall:.3f}  "
-            f"specificity {m.specificity:.3f}  TPR@1%FPR "
-            f"{'n/a' if m.tpr_at_1pct_fpr is None else f'{m.tpr_at_1pct_fpr:.3f}'}  "
-            f"({result.seconds:.1f} s)"
-        )
-        for report, json_path in state.written.get(key, []):
-            terminalreporter.write_line(f"  report: {report}  json: {json_path}")
-    for message in state.errors.values():
-        terminalreporter.write_line(f"ERROR: {message}", red=True)
 
 
 # --- fixtures for teams that write their own tests ----------------------------------
@@ -355,7 +438,9 @@ def gan_generated_samples(gan_audit_settings: AuditSettings):
     from .images import load_image_set
 
     try:
-        return load_image_set(gan_audit_settings.generated, "generated")
+        return load_image_set(
+            gan_audit_settings.generated, "generated", gan_audit_settings.skip_bad_images
+        )
     except AuditInputError as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -379,7 +464,7 @@ def gan_audit_result(request: pytest.FixtureRequest, gan_audit_settings: AuditSe
     """
     named = request.node.stash.get(_NAMED, False)
     try:
-        result = run_cached_audit(request.config, gan_audit_settings, named)
+        result = run_cached_audit(request.node, gan_audit_settings, named)
     except AuditInputError as exc:
         pytest.fail(str(exc), pytrace=False)
     _record(request.node, result)

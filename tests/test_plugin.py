@@ -146,3 +146,117 @@ def test_plugin_module_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("case", ["truncated png", "huge image", "same image in used and not_used"])
+def test_bad_input_fails_the_audit_item_naming_the_file(
+    case, pytester: pytest.Pytester, clean_release, tmp_path: Path
+):
+    import shutil
+
+    from test_cli import _break
+
+    release = tmp_path / "release"
+    shutil.copytree(clean_release, release)
+    expected = _break(case, release)
+    result = pytester.runpytest("--gan-audit", *_flags(release), "--gan-audit-workers=0")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert expected in output and "Traceback" not in output and "site-packages" not in output
+    result.stdout.fnmatch_lines(["*GAN privacy audit*", "ERROR: *"])
+    assert not (pytester.path / "gan-audit-report.html").exists()
+
+
+def test_a_default_report_path_never_replaces_a_users_file_under_pytest(
+    pytester: pytest.Pytester, clean_release
+):
+    mine = pytester.path / "gan-audit-report.html"
+    mine.write_text("my notes")
+    result = pytester.runpytest("--gan-audit", *_flags(clean_release))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*gan-audit-report.html exists and was not written by*"])
+    assert mine.read_text() == "my notes"
+    named = pytester.runpytest("--gan-audit", *_flags(clean_release), f"--gan-audit-report={mine}")
+    named.assert_outcomes(passed=1)
+    assert "pytest-gan-privacy" in mine.read_text()
+
+
+def test_a_report_that_cannot_be_written_fails_the_test(pytester: pytest.Pytester, clean_release):
+    (pytester.path / "blocker").write_text("a file, not a folder")
+    result = pytester.runpytest(
+        "--gan-audit", *_flags(clean_release), "--gan-audit-report=blocker/report.html"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the audit's report was not written*blocker*"])
+
+
+def test_warnings_show_in_the_terminal_summary(pytester: pytest.Pytester, clean_release, tmp_path):
+    import shutil
+
+    release = tmp_path / "release"
+    shutil.copytree(clean_release, release)
+    for extra in sorted((release / "real" / "not_used").iterdir())[10:]:
+        extra.unlink()
+    result = pytester.runpytest("--gan-audit", *_flags(release), "--gan-audit-max-f1=0.9")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["PASS: leakage F1 *", "*", "  warning: unbalanced candidates: 30 used vs 10 not_used*"]
+    )
+
+
+def test_under_xdist_the_controller_writes_the_report_once(
+    pytester: pytest.Pytester, leaky_release
+):
+    """Workers run the audits and write nothing; the controller writes each report once
+    and shows the verdict."""
+    pytest.importorskip("xdist")
+    log = pytester.path / "writes.log"
+    pytester.makeconftest(f"""
+        import os
+        import pytest_gan_privacy.report as report
+
+        original = report.atomic_write
+
+        def logged(path, *args, **kwargs):
+            with open({str(log)!r}, "a") as f:
+                who = os.environ.get("PYTEST_XDIST_WORKER", "controller")
+                f.write(f"{{who}} {{path}}\\n")
+            return original(path, *args, **kwargs)
+
+        report.atomic_write = logged
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        def test_uses_the_configured_audit(gan_audit_result):
+            assert gan_audit_result.f1 > 0.6
+
+        @pytest.mark.gan_audit(max_f1=0.99)
+        def test_own_limit(gan_audit_result):
+            assert gan_audit_result.passed
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_other_work(n):
+            pass
+    """)
+    result = pytester.runpytest(
+        "-n",
+        "2",
+        "--gan-audit",
+        *_flags(leaky_release),
+        "--gan-audit-workers=0",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(["*GAN privacy audit*", "FAIL: leakage F1 *", "PASS: leakage F1 *"])
+    writes = log.read_text().splitlines()
+    roles = {line.split()[0] for line in writes}
+    paths = [line.split()[1] for line in writes]
+    assert roles == {"controller"}, writes
+    assert sorted(Path(p).name for p in paths) == [
+        "gan-audit-report-test_own_limit.html",
+        "gan-audit-report-test_own_limit.json",
+        "gan-audit-report.html",
+        "gan-audit-report.json",
+    ]
