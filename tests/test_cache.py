@@ -12,7 +12,7 @@ from conftest import audit_args
 from PIL import Image
 
 from pytest_gan_privacy.cache import ENV_VAR, TensorCache, cache_key, default_cache_dir, open_cache
-from pytest_gan_privacy.encoders import Encoder, PixelEncoder, encode_images, feature_keys
+from pytest_gan_privacy.encoders import Encoder, PixelEncoder, encode_images, feature_packs
 from pytest_gan_privacy.images import load_image_set
 from pytest_gan_privacy.settings import AuditSettings
 
@@ -100,34 +100,40 @@ class CountingEncoder(PixelEncoder):
         return super().encode_batch(pixels)
 
 
-def test_only_new_or_damaged_images_are_encoded_and_results_are_identical(clean_release, tmp_path):
+def _packs(folder: Path, role: str = "generated", encoder=None) -> dict[str, list[int]]:
+    encoder = encoder or CountingEncoder()
+    return dict(feature_packs(load_image_set(folder, role), encoder, "cpu"))
+
+
+def test_only_new_or_damaged_packs_are_encoded_and_results_are_identical(clean_release, tmp_path):
     folder = tmp_path / "generated"
     shutil.copytree(clean_release / "generated", folder)
-    images = load_image_set(folder, "generated")
     cache = TensorCache(tmp_path / "cache")
 
-    def encode(cache, encoder=None):
-        encoder = encoder or CountingEncoder()
-        features = encode_images(
-            load_image_set(folder, "generated"), encoder, "cpu", 32, 0, cache=cache
-        )
-        return features, encoder.encoded
+    def encode(cache):
+        encoder = CountingEncoder()
+        images = load_image_set(folder, "generated")
+        return encode_images(images, encoder, "cpu", 32, 0, cache=cache), encoder.encoded
 
     uncached, n = encode(None)
     assert n == 150
     cold, n = encode(cache)
-    assert n == 150 and torch.equal(cold, uncached) and len(_entries(tmp_path / "cache")) == 150
+    assert n == 150 and torch.equal(cold, uncached)
+    assert len(_entries(tmp_path / "cache")) == len(_packs(folder)) > 50
     warm, n = encode(cache)
     assert n == 0 and torch.equal(warm, uncached)
 
+    before = _packs(folder)
     Image.new("L", (64, 64), 99).save(folder / "new.png")
-    keys = feature_keys(images, CountingEncoder(), torch.device("cpu"))
-    damaged = cache._path("features", keys[3])
-    damaged.write_bytes(damaged.read_bytes()[:-8])
-    after, n = encode(cache)
-    assert n == 2 and len(after) == 151
-    assert torch.equal(encode(None)[0], after)
-    assert cache.get("features", keys[3]) is not None  # the damaged entry was replaced
+    after = _packs(folder)
+    (new_pack,) = set(after) - set(before)
+    damaged = next(key for key in before if key in after)
+    path = cache._path("features", damaged)
+    path.write_bytes(path.read_bytes()[:-8])
+    features, n = encode(cache)
+    assert n == len(after[new_pack]) + len(after[damaged]) < 10
+    assert len(features) == 151 and torch.equal(encode(None)[0], features)
+    assert cache.get("features", damaged) is not None  # the damaged entry was replaced
 
 
 def test_an_encoder_without_an_identity_is_never_cached(clean_release, tmp_path):
@@ -165,7 +171,9 @@ def test_two_audits_share_a_cache_folder_at_once(leaky_release, tmp_path: Path):
         assert run.returncode == 1, err.decode()
     assert _numbers(tmp_path / "r0.json") == _numbers(tmp_path / "r1.json")
     entries = _entries(cache)
-    assert len(entries) == 210
+    roles = (("generated", "generated"), ("real/used", "used"), ("real/not_used", "not_used"))
+    packs = {k for sub, role in roles for k in _packs(leaky_release / sub, role, PixelEncoder())}
+    assert {p.stem for p in entries} == packs
     assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".safetensors"]
     reader = TensorCache(cache)
     for entry in entries:
