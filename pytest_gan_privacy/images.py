@@ -305,10 +305,30 @@ def iter_batches(
         persistent_workers=False,
     )
     bad: dict[Path, str] = {}
-    for pixels, indices, errors in loader:
+    for pixels, indices, errors in _guarded(loader, images.role):
         where = [positions[int(i)] for i in indices]
         keep = [j for j, err in enumerate(errors) if not err]
         bad.update((images.paths[where[j]], err) for j, err in enumerate(errors) if err)
         if keep:
             yield pixels[keep], [where[j] for j in keep]
     images.report_bad(bad, len(images))
+
+
+def _guarded(loader: DataLoader, role: str) -> Iterator:
+    """The loader's batches; a decoding process that dies (the kernel's out-of-memory
+    killer, a crash in a decoder) becomes a message, not a traceback from torch."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as exc:
+            if "DataLoader worker" not in str(exc):
+                raise
+            raise AuditInputError(
+                f"a process decoding the {role} images died ({str(exc).splitlines()[0]}); "
+                "an image may need more memory than is free. Run with --workers 0 to find "
+                "which file, or free memory"
+            ) from None
+        yield batch

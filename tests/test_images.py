@@ -202,3 +202,22 @@ def test_every_image_unreadable_stops_even_when_skipping(tmp_path: Path):
         from pytest_gan_privacy.encoders import PixelEncoder, encode_images
 
         encode_images(images, PixelEncoder(8), "cpu", workers=0)
+
+
+def test_a_decoding_process_that_dies_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch):
+    import os
+    import signal
+
+    from pytest_gan_privacy import images as images_module
+
+    Image.new("L", (8, 8), 5).save(tmp_path / "a.png")
+    parent = os.getpid()
+
+    def killed(*args):  # as if the out-of-memory killer struck the worker
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(images_module, "decode_image", killed)
+    images = load_image_set(tmp_path, "generated")
+    with pytest.raises(AuditInputError, match="a process decoding the generated images died"):
+        list(iter_batches(images, 8, 1, batch_size=1, workers=1))
