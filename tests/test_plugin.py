@@ -212,18 +212,23 @@ def test_under_xdist_the_controller_writes_the_report_once(
     pytest.importorskip("xdist")
     log = pytester.path / "writes.log"
     pytester.makeconftest(f"""
-        import os
         import pytest_gan_privacy.report as report
 
         original = report.atomic_write
 
-        def logged(path, *args, **kwargs):
-            with open({str(log)!r}, "a") as f:
-                who = os.environ.get("PYTEST_XDIST_WORKER", "controller")
-                f.write(f"{{who}} {{path}}\\n")
-            return original(path, *args, **kwargs)
+        def pytest_configure(config):
+            role = "worker" if hasattr(config, "workerinput") else "controller"
 
-        report.atomic_write = logged
+            def logged(path, *args, **kwargs):
+                if str(path).endswith((".html", ".json")):  # not cache entries
+                    with open({str(log)!r}, "a") as f:
+                        f.write(f"{{role}} {{path}}\\n")
+                return original(path, *args, **kwargs)
+
+            report.atomic_write = logged
+
+        def pytest_unconfigure(config):
+            report.atomic_write = original
     """)
     pytester.makepyfile("""
         import pytest
