@@ -3,12 +3,20 @@
 import json
 import random
 import shutil
+import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
 
 from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy.encoders import TimmViTEncoder, encode_images
 from pytest_gan_privacy.errors import AuditInputError
+from pytest_gan_privacy.images import load_image_set
 from pytest_gan_privacy.report import write_outputs
 from pytest_gan_privacy.settings import AuditSettings
 
@@ -160,8 +168,6 @@ def test_unreadable_images_stop_the_audit_or_are_skipped_and_counted(clean_relea
 
 
 def test_16_bit_palette_rgba_and_cmyk_images_work(clean_release, tmp_path: Path):
-    import numpy as np
-    from PIL import Image
 
     copy = _copy(clean_release, tmp_path)
     files = sorted(p for p in copy.rglob("*.png"))
@@ -184,14 +190,6 @@ def test_16_bit_palette_rgba_and_cmyk_images_work(clean_release, tmp_path: Path)
 def test_an_audit_makes_no_network_connection(leaky_release, monkeypatch, tmp_path: Path):
     """Offline is the normal case: with every internet socket refused, the audit runs,
     and a timm ViT builds from a local checkpoint and encodes."""
-    import socket
-
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
-    from pytest_gan_privacy.encoders import TimmViTEncoder, encode_images
-    from pytest_gan_privacy.images import load_image_set
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args}")

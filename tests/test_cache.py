@@ -1,6 +1,7 @@
 """The feature and weights cache: verified entries, the right folder, shared safely."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -150,7 +151,7 @@ def test_an_encoder_without_an_identity_is_never_cached(clean_release, tmp_path)
 
 def _numbers(path: Path) -> dict:
     data = json.loads(path.read_text())
-    for volatile in ("seconds", "timings", "settings", "cache"):
+    for volatile in ("created", "seconds", "timings", "settings", "cache"):
         data.pop(volatile)
     return data
 
@@ -164,7 +165,7 @@ def test_two_audits_share_a_cache_folder_at_once(leaky_release, tmp_path: Path):
         cmd = [sys.executable, "-m", "pytest_gan_privacy.cli", "audit", *audit_args(leaky_release)]
         cmd += ["--report", str(tmp_path / f"r{i}.html"), "--cache-dir", str(cache), "--quiet"]
         cmd += ["--batch-size", "8"]  # many small writes, interleaved between the two
-        env = {**__import__("os").environ, "PYTHONHASHSEED": str(i + 1)}
+        env = {**os.environ, "PYTHONHASHSEED": str(i + 1)}
         runs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for run in runs:
         out, err = run.communicate(timeout=300)

@@ -1,6 +1,8 @@
 """`gan-privacy audit`: exit status 0 pass, 1 leak, 2 bad input or usage."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,8 +100,6 @@ def test_a_default_report_path_never_replaces_a_file_the_user_wrote(
 
 def _break(case: str, release: Path) -> str:
     """Damage a copy of a release as `case` says; returns text the message must name."""
-    import os
-    import shutil
 
     generated, used, not_used = (
         release / "generated",
@@ -166,7 +166,6 @@ BAD_INPUTS = [
 def test_bad_input_exits_2_naming_the_file_without_traceback(
     case, clean_release, tmp_path: Path, capsys
 ):
-    import shutil
 
     release = tmp_path / "release"
     shutil.copytree(clean_release, release)
@@ -183,7 +182,6 @@ def test_bad_input_exits_2_naming_the_file_without_traceback(
 
 
 def test_warnings_are_printed_with_the_verdict(clean_release, tmp_path: Path, capsys):
-    import shutil
 
     release = tmp_path / "release"
     shutil.copytree(clean_release, release)

@@ -1,3 +1,9 @@
+import os
+import signal
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +95,6 @@ def test_unreadable_images_are_all_listed_by_name(tmp_path: Path):
 def write_big_png(path: Path, width: int, height: int, row: bytes | None = None) -> Path:
     """A valid grey PNG of any size without holding its pixels: every row the same
     (`row`, default black), compressed as a stream."""
-    import struct
-    import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
@@ -117,8 +121,6 @@ def test_a_20000_pixel_square_image_is_refused_by_name(tmp_path: Path):
 def test_a_large_image_is_down_sampled_in_little_memory(tmp_path: Path):
     """12000 x 12000 grey (144 M pixels, under the limit): decoded at its native size
     once (144 MB), box-reduced, never copied as floats at full size (that took 1.2 GB)."""
-    import subprocess
-    import sys
 
     ramp = bytes(x * 255 // 12_000 for x in range(12_000))
     big = write_big_png(tmp_path / "big.png", 12_000, 12_000, ramp)
@@ -147,7 +149,6 @@ def test_a_large_image_is_down_sampled_in_little_memory(tmp_path: Path):
 def test_links_are_followed_once_and_never_hang(tmp_path: Path):
     """Links to files and folders outside are followed (datasets kept in a store); a
     loop is searched once; a broken link and a pipe are bad files, named."""
-    import os
 
     store = tmp_path / "store"
     (store / "more").mkdir(parents=True)
@@ -205,8 +206,6 @@ def test_every_image_unreadable_stops_even_when_skipping(tmp_path: Path):
 
 
 def test_a_decoding_process_that_dies_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch):
-    import os
-    import signal
 
     from pytest_gan_privacy import images as images_module
 

@@ -1,5 +1,6 @@
 """The pytest plugin, driven through pytester like a team would use it."""
 
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -152,7 +153,6 @@ def test_plugin_module_import_is_light():
 def test_bad_input_fails_the_audit_item_naming_the_file(
     case, pytester: pytest.Pytester, clean_release, tmp_path: Path
 ):
-    import shutil
 
     from test_cli import _break
 
@@ -191,7 +191,6 @@ def test_a_report_that_cannot_be_written_fails_the_test(pytester: pytest.Pyteste
 
 
 def test_warnings_show_in_the_terminal_summary(pytester: pytest.Pytester, clean_release, tmp_path):
-    import shutil
 
     release = tmp_path / "release"
     shutil.copytree(clean_release, release)

@@ -1,10 +1,14 @@
 """The HTML report: content, same numbers as the JSON, privacy, escaping, pytest-html."""
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from html.parser import HTMLParser
@@ -257,7 +261,6 @@ def test_warnings_and_skipped_images_are_in_the_report(clean_release, tmp_path: 
 
 def test_an_interrupted_write_leaves_the_old_file(tmp_path: Path, monkeypatch):
     """Ctrl-C between writing and renaming: the old report stays whole, no litter."""
-    import os
 
     from pytest_gan_privacy import report
 
@@ -276,10 +279,6 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path: Path, monkeypatch):
 def test_a_killed_writer_leaves_the_old_file_or_the_new_one(tmp_path: Path):
     """A process killed while writing a large file (SIGKILL: no clean-up runs): the file
     is the old one or the new one, never a part."""
-    import os
-    import signal
-    import sys
-    import time
 
     target = tmp_path / "report.html"
     target.write_text("old report")
