@@ -1,8 +1,17 @@
 """Membership attacks: each real candidate gets a score, higher = more likely a member.
 
 An attack sees what an outsider would hold (the generated images) and the
-candidates; it never sees their labels. Attacks that learn from labels must be
-cross-fitted (see metrics.py).
+candidates, never their labels, so its scores need no cross-fitting; what is learned
+from labels (thresholds, the choice of attack) is cross-fitted in metrics.py.
+
+In each feature space:
+- nearest-neighbour: similarity to the nearest generated image (the seed's attack);
+- calibrated: similarity to the generated images minus similarity to other real
+  images (GAN-Leaks' calibration, DOMIAS' ratio in spirit): an image that resembles
+  everything is not evidence of a leak;
+- retrieval: each generated image votes for the candidates most like it (the VCMI
+  team's rule, with soft votes): a generator covers its training images more densely.
+The near-copy attack (nearcopies.py) adds robustness to shifts and rotations.
 """
 
 from __future__ import annotations
@@ -12,7 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .similarity import nearest_neighbours
+from .similarity import nearest_neighbours, scan_generated
+
+CALIBRATION_K = 3  # neighbours averaged on both sides of the calibrated score
 
 
 @dataclass
@@ -27,21 +38,54 @@ class AttackScores:
     neighbour_similarities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
-def nearest_neighbour_attack(
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.double().numpy()
+
+
+def feature_space_attacks(
+    space: str,
     candidates: torch.Tensor,
     generated: torch.Tensor,
     device: torch.device | str = "cpu",
-    k: int = 1,
-    keep_neighbours: int = 3,
-) -> AttackScores:
-    """The seed's attack: a candidate's score is its cosine similarity to the
-    nearest generated image (the mean over the k nearest when k > 1)."""
-    values, indices = nearest_neighbours(candidates, generated, max(k, keep_neighbours), device)
-    return AttackScores(
-        name="nearest-neighbour",
-        description=f"cosine similarity to the {'nearest' if k == 1 else f'{k} nearest'} "
-        "generated image(s)",
-        scores=values[:, :k].mean(dim=1).numpy().astype(np.float64),
-        neighbour_indices=indices.numpy(),
-        neighbour_similarities=values.numpy().astype(np.float64),
+    temperature: float = 0.01,
+    reference: torch.Tensor | None = None,
+    only_nearest: bool = False,
+) -> list[AttackScores]:
+    """The attacks of one feature space, from L2-normalised feature rows.
+
+    `reference`: features of extra real images that are neither candidates nor training
+    images; without them the calibration compares each candidate with the other
+    candidates (leave-one-out, labels-blind).
+    """
+    scan = scan_generated(candidates, generated, CALIBRATION_K, temperature, device)
+    nearest = AttackScores(
+        name=f"{space} nearest-neighbour",
+        description=f"cosine similarity of the {space} features to the nearest generated image",
+        scores=_numpy(scan.top_values[:, 0]),
+        neighbour_indices=scan.top_indices.numpy(),
+        neighbour_similarities=_numpy(scan.top_values),
     )
+    if only_nearest:
+        return [nearest]
+    if reference is None:  # the candidate itself is its own nearest: skip it
+        real, _ = nearest_neighbours(candidates, candidates, CALIBRATION_K + 1, device)
+        real, against = real[:, 1:], "other candidates"
+    else:
+        real, _ = nearest_neighbours(candidates, reference, CALIBRATION_K, device)
+        against = "reference images"
+    k = CALIBRATION_K
+    return [
+        nearest,
+        AttackScores(
+            name=f"{space} calibrated",
+            description=f"mean similarity to the {k} nearest generated images minus to the "
+            f"{k} nearest {against}",
+            scores=_numpy(scan.top_values.mean(dim=1) - real.mean(dim=1)),
+        ),
+        AttackScores(
+            name=f"{space} retrieval",
+            description="votes from the generated images: each spreads one vote over the "
+            f"candidates by softmax(similarity / {temperature})",
+            scores=_numpy(scan.soft_votes),
+        ),
+    ]

@@ -14,15 +14,33 @@ import numpy as np
 import torch
 
 from . import __version__
-from .attacks import AttackScores, nearest_neighbour_attack
+from .attacks import AttackScores, feature_space_attacks
 from .cache import open_cache
-from .encoders import Progress, build_encoder, encode_images, resolve_device
+from .encoders import (
+    NearCopyEncoder,
+    PatchEncoder,
+    PixelEncoder,
+    Progress,
+    build_learned_encoder,
+    encode_images,
+    resolve_device,
+)
 from .errors import AuditInputError
-from .images import ImageSet, load_image_set
+from .images import ImageSet, load_image_set, load_pixels
 from .metrics import MembershipMetrics, check_fold_counts, membership_metrics
+from .nearcopies import (
+    NearCopies,
+    PowerCheck,
+    find_near_copies,
+    pick_canaries,
+    power_check,
+    real_pair_threshold,
+    robust_scan,
+)
 from .settings import AuditSettings
 
 SHORT_HASH = 12  # hex digits of a candidate's SHA-256 in the report and JSON
+MAX_LISTED = 1000  # near-copy pairs listed in the JSON (all are counted)
 
 
 @dataclass
@@ -59,7 +77,7 @@ class AttackResult:
     metrics: MembershipMetrics
 
 
-@dataclass
+@dataclass(repr=False)
 class AuditResult:
     """Everything an audit measured; `passed` is the gate's verdict."""
 
@@ -78,6 +96,8 @@ class AuditResult:
     # what a reader must know to trust the numbers: skipped images, unbalanced classes...
     warnings: list[str] = field(default_factory=list)
     cache: dict | None = None  # the feature cache's folder and hits (None: off)
+    near_copies: NearCopies | None = None
+    power: PowerCheck | None = None
 
     @property
     def gate(self) -> MembershipMetrics:
@@ -89,13 +109,41 @@ class AuditResult:
         return self.gate.f1
 
     @property
+    def conclusive(self) -> bool:
+        """The power check found (nearly) all planted copies: a PASS means something."""
+        return self.power is None or self.power.fraction >= POWER_NEEDED
+
+    @property
+    def failures(self) -> list[str]:
+        """Why the gate fails (empty: it passes)."""
+        out = []
+        if self.gate.f1 > self.settings.max_f1:
+            out.append(
+                f"leakage F1 {self.gate.f1:.3f} is over the limit {self.settings.max_f1:.3f}"
+            )
+        if self.settings.fail_on_near_copies and self.near_copies:
+            out.append(f"{len(self.near_copies)} generated image(s) are near-copies of candidates")
+        if self.settings.fail_inconclusive and not self.conclusive:
+            out.append(
+                f"the power check found only {self.power.found} of {self.power.planted} "
+                "planted copies: a PASS would be inconclusive"
+            )
+        return out
+
+    @property
     def passed(self) -> bool:
-        """The gate: leakage F1 at or below the configured limit."""
-        return self.gate.f1 <= self.settings.max_f1
+        """The gate: leakage F1 at or below the limit (and, where asked, no near-copies
+        and a conclusive power check)."""
+        return not self.failures
 
     @property
     def verdict(self) -> str:
-        return "PASS" if self.passed else "FAIL"
+        if not self.passed:
+            return "FAIL"
+        return "PASS" if self.conclusive else "PASS (inconclusive)"
+
+    def __repr__(self) -> str:
+        return f"AuditResult({self.summary()})"
 
     @property
     def seconds(self) -> float:
@@ -107,9 +155,47 @@ class AuditResult:
         return (
             f"{self.verdict}: leakage F1 {m.f1:.3f} (95% CI {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}, "
             f"chance {m.chance_f1:.3f}) vs limit {self.settings.max_f1:.3f}; "
-            f"AUC {m.auc:.3f}; {len(self.candidates)} candidates, "
-            f"{len(self.generated)} generated"
+            f"AUC {m.auc:.3f}; {len(self.near_copies or [])} near-copies; power check "
+            f"{self.power.found if self.power else 0}/{self.power.planted if self.power else 0}"
+            f"; {len(self.candidates)} candidates, {len(self.generated)} generated"
         )
+
+    def near_copies_dict(self) -> dict | None:
+        """Near-copies for the JSON: the threshold, counts and the pairs (most similar
+        first, at most MAX_LISTED)."""
+        if self.near_copies is None:
+            return None
+        nc = self.near_copies
+        labels, ids, gen_ids = self.candidates.labels, self.candidates.ids, self.generated.ids
+        copied = set(nc.candidate_index)
+        return {
+            "threshold": nc.threshold,
+            "count": len(nc),
+            "members_copied": sum(int(labels[c]) for c in copied),
+            "non_members_copied": sum(1 - int(labels[c]) for c in copied),
+            "pairs": [
+                {
+                    "generated": gen_ids[g],
+                    "candidate": ids[c],
+                    "label": "used" if labels[c] else "not_used",
+                    "similarity": sim,
+                }
+                for g, c, sim in list(
+                    zip(nc.generated_index, nc.candidate_index, nc.similarity, strict=True)
+                )[:MAX_LISTED]
+            ],
+        }
+
+    def power_dict(self) -> dict | None:
+        if self.power is None:
+            return None
+        return {
+            "planted": self.power.planted,
+            "found": self.power.found,
+            "fraction": self.power.fraction,
+            "needed": POWER_NEEDED,
+            "conclusive": self.conclusive,
+        }
 
     def candidate_rows(self) -> list[dict]:
         """One row per candidate, in audit (content-hash) order: its short hash, label,
@@ -201,6 +287,9 @@ class AuditResult:
             "settings": self.settings.as_dict(),
             "versions": self.versions,
             "candidates": self.candidate_rows(),
+            "failures": self.failures,
+            "near_copies": self.near_copies_dict(),
+            "power_check": self.power_dict(),
             "warnings": self.warnings,
             "skipped_images": self.skipped_images(),
             "cache": self.cache,
@@ -240,6 +329,11 @@ def load_candidates(settings: AuditSettings) -> Candidates:
     return Candidates(members, non_members)
 
 
+GATE = "gate"
+WORKING_SIZE = 64  # pixels: the size the pixel, local-structure and near-copy spaces use
+POWER_NEEDED = 0.9  # fraction of planted copies the detector must find for a conclusive PASS
+
+
 def run_audit(settings: AuditSettings, progress: Progress | None = None) -> AuditResult:
     """Run the whole audit described by `settings` and return its result.
 
@@ -259,50 +353,118 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
     t = time.perf_counter()
     generated = load_image_set(settings.generated, "generated", settings.skip_bad_images)
     candidates = load_candidates(settings)
+    reference = (
+        None
+        if settings.reference is None
+        else load_image_set(settings.reference, "reference", settings.skip_bad_images)
+    )
     t = lap("load", t)
 
     cache = open_cache(settings)
-    encoder = build_encoder(settings)
-    encoder.fit(generated, device, progress)
-    t = lap("fit_encoder", t)
+    learned = build_learned_encoder(settings)
+    if learned is not None:
+        learned.fit(generated, device, progress)
+        t = lap("fit_encoder", t)
 
-    def encode(images: ImageSet) -> torch.Tensor:
+    def encode(images: ImageSet, encoder) -> torch.Tensor:
         return encode_images(
             images, encoder, device, settings.batch_size, settings.workers, progress, cache
         )
 
-    generated_features = encode(generated)
-    candidate_features = torch.cat([encode(candidates.members), encode(candidates.non_members)])
+    # Feature spaces: pixels (the seed's baseline), local structure, and the learned one.
+    spaces = [PixelEncoder(WORKING_SIZE), PatchEncoder(WORKING_SIZE)]
+    spaces += [learned] if learned is not None else []
+    features = {}
+    for encoder in spaces:
+        features[encoder.name] = (
+            encode(generated, encoder),
+            torch.cat(
+                [encode(candidates.members, encoder), encode(candidates.non_members, encoder)]
+            ),
+            None if reference is None else encode(reference, encoder),
+        )
+    near_copy_side = encode(generated, NearCopyEncoder(WORKING_SIZE))
+    candidate_pixels = torch.cat(
+        [
+            load_pixels(s, WORKING_SIZE, settings.batch_size, settings.workers)
+            for s in (candidates.members, candidates.non_members)
+        ]
+    )
     t = lap("encode", t)
 
-    labels = candidates.labels  # after encoding: unreadable candidates may have been skipped
-    scores = nearest_neighbour_attack(candidate_features, generated_features, device)
-    attacks = {
-        scores.name: AttackResult(
-            scores,
-            membership_metrics(
-                scores.scores,
-                labels,
-                settings.threshold_policy,
-                settings.folds,
-                settings.seed,
-                settings.bootstrap,
-            ),
+    scored: list[AttackScores] = []
+    for encoder in spaces:
+        gen, cand, ref = features[encoder.name]
+        scored += feature_space_attacks(
+            encoder.name,
+            cand,
+            gen,
+            device,
+            reference=ref,
+            only_nearest=encoder.name == "pixels",  # the baseline, as the seed ran it
         )
-    }
-    lap("attack", t)
+    t = lap("attacks", t)
+
+    scan = robust_scan(near_copy_side, candidate_pixels, device)
+    threshold = real_pair_threshold(candidate_pixels, device)
+    near_copies = find_near_copies(scan, threshold)
+    scored.append(
+        AttackScores(
+            name="near-copy",
+            description="best local-structure similarity to a generated image over shifts of "
+            "up to 3 px and turns of 3 degrees",
+            scores=scan.candidate_best.double().numpy(),
+        )
+    )
+    members = range(len(candidates.members))
+    canaries = pick_canaries(candidates.members.hashes, settings.canaries, settings.seed)
+    power = power_check(
+        candidate_pixels, [members[i] for i in canaries], threshold, settings.seed, device
+    )
+    t = lap("near_copies", t)
+
+    labels = candidates.labels
+
+    def measure(scores: np.ndarray) -> MembershipMetrics:
+        return membership_metrics(
+            scores,
+            labels,
+            settings.threshold_policy,
+            settings.folds,
+            settings.seed,
+            settings.bootstrap,
+        )
+
+    attacks = {a.name: AttackResult(a, measure(a.scores)) for a in scored}
+    # The gate: per fold, the attack that separated best on the other folds.
+    gate_metrics = measure(np.column_stack([a.scores for a in scored]))
+    nearest = scored[1]  # local-structure nearest neighbours: the evidence shown per candidate
+    attacks[GATE] = AttackResult(
+        AttackScores(
+            name=GATE,
+            description="per fold, the attack with the best AUC on the other folds "
+            "(chosen: " + ", ".join(scored[i].name for i in gate_metrics.chosen) + ")",
+            scores=gate_metrics.scores,
+            neighbour_indices=nearest.neighbour_indices,
+            neighbour_similarities=nearest.neighbour_similarities,
+        ),
+        gate_metrics,
+    )
+    lap("metrics", t)
     timings["total"] = round(time.perf_counter() - started, 3)
     result = AuditResult(
         settings=settings,
         generated=generated,
         candidates=candidates,
         attacks=attacks,
-        gating_attack=scores.name,
+        gating_attack=GATE,
         device=str(device),
-        encoder=encoder.describe(),
+        encoder={e.name: e.describe() for e in spaces},
         timings=timings,
         versions=versions(),
         cache=None if cache is None else cache.stats(),
+        near_copies=near_copies,
+        power=power,
     )
     result.warnings = audit_warnings(result) + ([] if cache is None else cache.warnings)
     return result

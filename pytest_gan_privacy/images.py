@@ -314,6 +314,16 @@ def iter_batches(
     images.report_bad(bad, len(images))
 
 
+def load_pixels(
+    images: ImageSet, size: int, batch_size: int = 64, workers: int | None = None
+) -> torch.Tensor:
+    """All images of a (small) set as one (N, 1, size, size) grey tensor, in set order."""
+    out = torch.zeros(len(images), 1, size, size)
+    for pixels, indices in iter_batches(images, size, 1, batch_size, workers):
+        out[indices] = pixels
+    return out
+
+
 def _guarded(loader: DataLoader, role: str) -> Iterator:
     """The loader's batches; a decoding process that dies (the kernel's out-of-memory
     killer, a crash in a decoder) becomes a message, not a traceback from torch."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import (
     confusion_matrix,
     f1_score,
@@ -43,12 +44,16 @@ class MembershipMetrics:
     tpr_at_0_1pct_fpr: float | None
     confusion: dict  # tn, fp, fn, tp
     thresholds: list[float]  # one per fold
-    # each candidate's out-of-fold call (True: used); per candidate, so not in as_dict()
+    chosen: list[int] = field(default_factory=list)  # per fold, when choosing among attacks
+    # per candidate, so not in as_dict(): the out-of-fold call (True: used) and the score
+    # the metrics were computed from (out-of-fold ranks when choosing among attacks)
     calls: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out.pop("calls")
+        out.pop("scores")
         out["f1_ci"] = list(self.f1_ci)
         return out
 
@@ -149,6 +154,33 @@ def bootstrap_f1_interval(
     return float(lo), float(hi)
 
 
+def cross_fitted_selection(
+    columns: np.ndarray, labels: np.ndarray, fold_tests: list[np.ndarray], policy: str
+) -> tuple[np.ndarray, list[float], list[int], np.ndarray]:
+    """Choose an attack per fold, on the other folds, and classify the fold with it.
+
+    `columns` is (C, A): A attacks' scores. For each fold, the attack with the best AUC
+    on the other folds is chosen and its threshold fitted there. Scores become ranks
+    over all candidates first (labels-blind), so folds that chose different attacks
+    give comparable out-of-fold scores. Returns the calls, the thresholds (in ranks),
+    the chosen column per fold and the out-of-fold scores.
+    """
+    ranks = np.column_stack([rankdata(c) / len(c) for c in columns.T])
+    calls = np.zeros(len(labels), dtype=bool)
+    out_of_fold = np.zeros(len(labels))
+    thresholds, chosen = [], []
+    for test in fold_tests:
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        aucs = [roc_auc_score(labels[train], ranks[train, a]) for a in range(columns.shape[1])]
+        best = int(np.argmax(aucs))
+        threshold = fit_threshold(ranks[train, best], labels[train], policy)
+        calls[test] = ranks[test, best] >= threshold
+        out_of_fold[test] = ranks[test, best]
+        thresholds.append(threshold)
+        chosen.append(best)
+    return calls, thresholds, chosen, out_of_fold
+
+
 def membership_metrics(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -157,16 +189,24 @@ def membership_metrics(
     seed: int = 0,
     bootstrap: int = 1000,
 ) -> MembershipMetrics:
-    """Every number of one attack. `labels` are 1 for members (used), 0 for non-members.
+    """Every number of one attack, or of a cross-fitted choice among attacks.
 
-    Scores and labels must be in a name-independent order (content-hash order), so
-    that folds and bootstrap samples do not depend on file names.
+    `scores` is (C,) for one attack or (C, A) to choose per fold among A attacks (see
+    `cross_fitted_selection`; `chosen` then names each fold's column). `labels` are 1
+    for members (used), 0 for non-members. Both must be in a name-independent order
+    (content-hash order), so that folds and bootstrap samples do not depend on names.
     """
     labels = np.asarray(labels, dtype=int)
     scores = np.asarray(scores, dtype=float)
     check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
     fold_tests = stratified_folds(labels, folds, seed)
-    calls, thresholds = cross_fitted_calls(scores, labels, fold_tests, policy)
+    chosen: list[int] = []
+    if scores.ndim == 2:
+        calls, thresholds, chosen, scores = cross_fitted_selection(
+            scores, labels, fold_tests, policy
+        )
+    else:
+        calls, thresholds = cross_fitted_calls(scores, labels, fold_tests, policy)
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, calls, average="binary", zero_division=0
     )
@@ -185,5 +225,7 @@ def membership_metrics(
         tpr_at_0_1pct_fpr=tpr_at_fpr(labels, scores, LOW_FPRS[1]),
         confusion={"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         thresholds=[float(t) for t in thresholds],
+        chosen=chosen,
         calls=calls,
+        scores=scores,
     )

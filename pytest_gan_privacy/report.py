@@ -25,6 +25,7 @@ from .errors import AuditInputError
 
 GENERATOR = "pytest-gan-privacy"
 RISKIEST = 10  # candidates shown with their nearest generated images
+NEAR_COPIES_SHOWN = 20  # near-copy pairs shown with thumbnails (all are in the JSON)
 THUMBNAIL_PX = 64
 
 
@@ -94,6 +95,8 @@ def render_html(result) -> str:
     riskiest = sorted(range(len(rows)), key=lambda i: -rows[i]["score"])[:RISKIEST]
     generated = dict(zip(result.generated.ids, result.generated.paths, strict=True))
     shown = {n["id"] for i in riskiest for n in rows[i]["nearest_generated"]}
+    near_copies = (data["near_copies"] or {"pairs": []})["pairs"][:NEAR_COPIES_SHOWN]
+    shown |= {pair["generated"] for pair in near_copies}
     thumbnails = {g: thumbnail_uri(generated[g]) for g in sorted(shown)}
     real_thumbnails = {}
     if result.settings.report_real_thumbnails:
@@ -105,6 +108,7 @@ def render_html(result) -> str:
         generator=GENERATOR,
         charts=_charts(data),
         riskiest=riskiest,
+        near_copies=near_copies,
         thumbnails=thumbnails,
         real_thumbnails=real_thumbnails,
     )

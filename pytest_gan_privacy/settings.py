@@ -54,6 +54,11 @@ class AuditSettings:
     skip_bad_images: bool = False
     cache_dir: Path | None = None  # None: $GAN_PRIVACY_CACHE_DIR or the user's cache folder
     no_cache: bool = False
+    # extra real images, neither candidates nor training images, for the calibrated attacks
+    reference: Path | None = None
+    fail_on_near_copies: bool = False
+    canaries: int = 10  # members copied into the generated set by the power check
+    fail_inconclusive: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -169,6 +174,19 @@ OPTIONS: tuple[Option, ...] = (
         "path",
     ),
     Option("no_cache", "read and write no cached features or weights", "bool"),
+    Option(
+        "reference",
+        "folder of extra real images that are neither candidates nor training images; the "
+        "calibrated attacks compare with them instead of the other candidates",
+        "path",
+    ),
+    Option("fail_on_near_copies", "fail when any generated image is a near-copy", "bool"),
+    Option("canaries", "members copied into the generated images by the power check", "int"),
+    Option(
+        "fail_inconclusive",
+        "fail when the power check finds fewer than 90% of the planted copies",
+        "bool",
+    ),
 )
 
 

@@ -7,6 +7,8 @@ Memory is O(block x block), whatever the number of generated images.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -42,3 +44,48 @@ def nearest_neighbours(
         values[q0 : q0 + len(q)] = best_v.cpu()
         indices[q0 : q0 + len(q)] = best_i.cpu()
     return values, indices
+
+
+@dataclass
+class GeneratedScan:
+    """One pass over generated x candidates similarities, reduced as the attacks need."""
+
+    top_values: torch.Tensor  # (C, k) each candidate's k best similarities to generated
+    top_indices: torch.Tensor  # (C, k) and which generated images they are
+    votes: torch.Tensor  # (C,) retrieval votes: each generated image's vote for its best match
+    soft_votes: torch.Tensor  # (C,) each generated image's vote spread by softmax(sim / t)
+
+
+@torch.inference_mode()
+def scan_generated(
+    candidates: torch.Tensor,
+    generated: torch.Tensor,
+    k: int = 3,
+    temperature: float = 0.01,
+    device: torch.device | str = "cpu",
+    max_block_floats: int = 1 << 24,
+) -> GeneratedScan:
+    """Stream blocks of generated images against all candidates (L2-normalised rows).
+
+    Memory is one block (at most `max_block_floats` similarities), whatever the number
+    of generated images. A tie for a generated image's best match splits its vote, so
+    votes do not depend on the candidates' order.
+    """
+    device = torch.device(device)
+    k = min(k, len(generated))
+    cands = candidates.to(device)
+    top_v = torch.full((len(cands), k), -float("inf"), device=device)
+    top_i = torch.zeros((len(cands), k), dtype=torch.long, device=device)
+    votes = torch.zeros(len(cands), dtype=torch.float64, device=device)
+    soft = torch.zeros(len(cands), dtype=torch.float64, device=device)
+    block = max(1, max_block_floats // max(1, len(cands)))
+    for g0 in range(0, len(generated), block):
+        sims = generated[g0 : g0 + block].to(device) @ cands.T  # (B, C)
+        v, i = sims.T.topk(min(k, sims.shape[0]), dim=1)
+        merged_v, pos = torch.cat([top_v, v], dim=1).topk(k, dim=1)
+        top_i = torch.cat([top_i, i + g0], dim=1).gather(1, pos)
+        top_v = merged_v
+        ties = (sims == sims.amax(dim=1, keepdim=True)).double()
+        votes += (ties / ties.sum(dim=1, keepdim=True)).sum(dim=0)
+        soft += torch.softmax(sims.double() / temperature, dim=1).sum(dim=0)
+    return GeneratedScan(top_v.cpu(), top_i.cpu(), votes.cpu(), soft.cpu())

@@ -80,6 +80,9 @@ def _numbers(result) -> dict:
         row.pop("id")
         for neighbour in row["nearest_generated"]:
             neighbour.pop("id")
+    for pair in data["near_copies"]["pairs"]:
+        pair.pop("generated")
+        pair.pop("candidate")
     return data
 
 

@@ -174,7 +174,7 @@ def test_two_audits_share_a_cache_folder_at_once(leaky_release, tmp_path: Path):
     entries = _entries(cache)
     roles = (("generated", "generated"), ("real/used", "used"), ("real/not_used", "not_used"))
     packs = {k for sub, role in roles for k in _packs(leaky_release / sub, role, PixelEncoder())}
-    assert {p.stem for p in entries} == packs
+    assert packs <= {p.stem for p in entries}  # the other feature spaces are cached too
     assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".safetensors"]
     reader = TensorCache(cache)
     for entry in entries:

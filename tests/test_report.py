@@ -97,14 +97,16 @@ def test_report_shows_everything_in_order_verdict_first(leaky_report, leaky_resu
         "ROC AUC",
         "TPR at 0.1 % FPR",
         "Confusion matrix",
-        "Not measured by this version",  # near-copies and the power check, until measured
+        "near-copies of a real candidate",
+        "planted among the generated images",
         *data["versions"].values(),
         *(i["manifest_sha256"] for i in data["inputs"].values()),
         *(stage for stage in data["timings"]),
     ):
         assert text in html, text
     for name, attack in data["attacks"].items():
-        assert f"<td>{name} (gate)</td><td>{attack['description']}</td>" in html
+        gate = " (gate)" if name == data["gating_attack"] else ""
+        assert f"<td>{name}{gate}</td><td>{attack['description']}</td>" in html
     assert html.count("<svg") == 3  # attacks, ROC curve, score distributions
     riskiest = sorted(data["candidates"], key=lambda row: -row["score"])[:RISKIEST]
     for row in riskiest:
