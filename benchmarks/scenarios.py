@@ -1,9 +1,14 @@
-"""Audit every scenario of ../shared/data/brainmri64 with the defaults and print a table.
+"""Audit every scenario of ../shared/data/brainmri64 with the defaults and print tables.
 
-    python benchmarks/scenarios.py [--features pixels] [--data ../shared/data/brainmri64]
+    python benchmarks/scenarios.py [--data ../shared/data/brainmri64] [--features mae]
 
-One row per scenario and attack: cross-fitted F1 with its 95 % interval and chance
-level, AUC, TPR at 1 % FPR, the verdict against the limit and the seconds taken.
+1. Every attack on every scenario: cross-fitted F1 with its 95 % interval and chance
+   level, AUC and TPR at 1 % FPR. The gate's row is marked.
+2. Per scenario: the verdict with the defaults, the attacks the gate chose per fold,
+   near-copies, the power check, and total seconds.
+3. Seconds each stage added (encoding and attacks per feature space, near-copies...).
+
+The cache is off unless --cache is given, so the times are those of a first run.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from pytest_gan_privacy.audit import run_audit
-from pytest_gan_privacy.settings import AuditSettings
+from pytest_gan_privacy.settings import AuditSettings, default_of
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brainmri64"
 SCENARIOS = ("copies", "dcgan-100", "vae-100", "dcgan-1000", "disjoint")
@@ -23,37 +28,65 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--features", default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache", action="store_true", help="use the feature cache")
+    parser.add_argument("--scenarios", nargs="*", default=SCENARIOS)
     args = parser.parse_args()
     extra = {"features": args.features} if args.features else {}
-    print(
-        f"{'scenario':11s} {'attack':22s} {'F1':>6s} {'95% CI':>13s} {'chance':>6s} "
-        f"{'AUC':>6s} {'TPR@1%':>6s} {'verdict':>7s} {'seconds':>7s}"
-    )
-    for name in SCENARIOS:
+    results = {}
+    for name in args.scenarios:
         root = args.data / name
         if not root.is_dir():
-            print(f"{name:11s} (missing: {root})")
+            print(f"{name}: missing ({root})")
             continue
-        settings = AuditSettings(
-            generated=root / "generated",
-            used=root / "real" / "used",
-            not_used=root / "real" / "not_used",
-            device=args.device,
-            **extra,
+        results[name] = run_audit(
+            AuditSettings(
+                generated=root / "generated",
+                used=root / "real" / "used",
+                not_used=root / "real" / "not_used",
+                device=args.device,
+                no_cache=not args.cache,
+                **extra,
+            )
         )
-        result = run_audit(settings)
+
+    print(f"\nEvery attack (limit {default_of('max_f1')}; * = the gate)")
+    print(
+        f"{'scenario':11s} {'attack':28s} {'F1':>6s} {'95% CI':>12s} {'chance':>6s} "
+        f"{'AUC':>6s} {'TPR@1%':>6s}"
+    )
+    for name, result in results.items():
         for attack, a in result.attacks.items():
             m = a.metrics
             tpr = "n/a" if m.tpr_at_1pct_fpr is None else f"{m.tpr_at_1pct_fpr:.3f}"
-            gate = attack == result.gating_attack
-            verdict = result.verdict if gate else ""
+            mark = " *" if attack == result.gating_attack else ""
             print(
-                f"{name:11s} {attack + (' *' if gate else ''):22s} {m.f1:6.3f} "
-                f"{m.f1_ci[0]:6.3f}-{m.f1_ci[1]:.3f} {m.chance_f1:6.3f} {m.auc:6.3f} {tpr:>6s} "
-                f"{verdict:>7s} {result.seconds if gate else 0:7.1f}",
-                flush=True,
+                f"{name:11s} {attack + mark:28s} {m.f1:6.3f} {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f} "
+                f"{m.chance_f1:6.3f} {m.auc:6.3f} {tpr:>6s}"
             )
-    print("* the attack the gate uses; limit", AuditSettings.__dataclass_fields__["max_f1"].default)
+
+    print("\nVerdicts with the defaults")
+    print(
+        f"{'scenario':11s} {'verdict':20s} {'F1':>6s} {'near-copies (members/non)':>26s} "
+        f"{'threshold':>9s} {'power':>6s} {'seconds':>7s}  gate's choice per fold"
+    )
+    for name, result in results.items():
+        d = result.as_dict()
+        nc, pc = d["near_copies"], d["power_check"]
+        print(
+            f"{name:11s} {result.verdict:20s} {result.f1:6.3f} "
+            f"{nc['count']:>10d} ({nc['members_copied']:>3d}/{nc['non_members_copied']:<3d})"
+            f"{'':9s} {nc['threshold']:9.3f} {pc['found']:>3d}/{pc['planted']:<2d} "
+            f"{result.seconds:7.1f}  {', '.join(result.gate_choices)}"
+        )
+
+    stages = sorted({s for r in results.values() for s in r.timings if s != "total"})
+    print("\nSeconds per stage")
+    print(f"{'stage':22s} " + " ".join(f"{n:>10s}" for n in results))
+    for stage in stages:
+        print(
+            f"{stage:22s} " + " ".join(f"{r.timings.get(stage, 0):10.2f}" for r in results.values())
+        )
+    print(f"{'total':22s} " + " ".join(f"{r.seconds:10.2f}" for r in results.values()))
 
 
 if __name__ == "__main__":

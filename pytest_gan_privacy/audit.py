@@ -105,6 +105,12 @@ class AuditResult:
         return self.attacks[self.gating_attack].metrics
 
     @property
+    def gate_choices(self) -> list[str]:
+        """The attack the gate chose in each fold (on the other folds)."""
+        names = [name for name in self.attacks if name != self.gating_attack]
+        return [names[i] for i in self.gate.chosen] if self.gate.chosen else []
+
+    @property
     def f1(self) -> float:
         return self.gate.f1
 
@@ -258,6 +264,7 @@ class AuditResult:
             "tpr_at_0_1pct_fpr": m.tpr_at_0_1pct_fpr,
             "confusion": m.confusion,
             "gating_attack": self.gating_attack,
+            "gate_choices": self.gate_choices,
             "threshold_policy": self.settings.threshold_policy,
             "n_generated": len(self.generated),
             "n_used": len(self.candidates.members),
@@ -374,27 +381,14 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
     # Feature spaces: pixels (the seed's baseline), local structure, and the learned one.
     spaces = [PixelEncoder(WORKING_SIZE), PatchEncoder(WORKING_SIZE)]
     spaces += [learned] if learned is not None else []
-    features = {}
-    for encoder in spaces:
-        features[encoder.name] = (
-            encode(generated, encoder),
-            torch.cat(
-                [encode(candidates.members, encoder), encode(candidates.non_members, encoder)]
-            ),
-            None if reference is None else encode(reference, encoder),
-        )
-    near_copy_side = encode(generated, NearCopyEncoder(WORKING_SIZE))
-    candidate_pixels = torch.cat(
-        [
-            load_pixels(s, WORKING_SIZE, settings.batch_size, settings.workers)
-            for s in (candidates.members, candidates.non_members)
-        ]
-    )
-    t = lap("encode", t)
-
     scored: list[AttackScores] = []
     for encoder in spaces:
-        gen, cand, ref = features[encoder.name]
+        gen = encode(generated, encoder)
+        cand = torch.cat(
+            [encode(candidates.members, encoder), encode(candidates.non_members, encoder)]
+        )
+        ref = None if reference is None else encode(reference, encoder)
+        t = lap(f"encode {encoder.name}", t)
         scored += feature_space_attacks(
             encoder.name,
             cand,
@@ -405,8 +399,18 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
             only_nearest=encoder.name == "pixels",
             centre=encoder.name != "pixels",
         )
-    t = lap("attacks", t)
+        t = lap(f"attacks {encoder.name}", t)
 
+    # Near-copies: the generated side is encoded (and cached) like any feature; the
+    # candidates' side needs their pixels, to shift and turn them.
+    near_copy_side = encode(generated, NearCopyEncoder(WORKING_SIZE))
+    candidate_pixels = torch.cat(
+        [
+            load_pixels(s, WORKING_SIZE, settings.batch_size, settings.workers)
+            for s in (candidates.members, candidates.non_members)
+        ]
+    )
+    t = lap("encode near-copy", t)
     scan = robust_scan(near_copy_side, candidate_pixels, device)
     threshold = real_pair_threshold(candidate_pixels, device)
     near_copies = find_near_copies(scan, threshold)
@@ -418,12 +422,11 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
             scores=scan.candidate_best.double().numpy(),
         )
     )
-    members = range(len(candidates.members))
+    t = lap("attacks near-copy", t)
+    # members come first among the candidates: a member's index is its candidate index
     canaries = pick_canaries(candidates.members.hashes, settings.canaries, settings.seed)
-    power = power_check(
-        candidate_pixels, [members[i] for i in canaries], threshold, settings.seed, device
-    )
-    t = lap("near_copies", t)
+    power = power_check(candidate_pixels, canaries, threshold, settings.seed, device)
+    t = lap("power check", t)
 
     labels = candidates.labels
 
@@ -452,7 +455,7 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
         ),
         gate_metrics,
     )
-    lap("metrics", t)
+    lap("metrics and gate", t)
     timings["total"] = round(time.perf_counter() - started, 3)
     result = AuditResult(
         settings=settings,
