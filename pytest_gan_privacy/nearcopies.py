@@ -26,6 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from .encoders import local_structure
+from .similarity import merge_top_k
 
 MAX_SHIFT = 3  # pixels at the 64 px working size (about 5 % of the image)
 ANGLES = (-3.0, 0.0, 3.0)  # degrees
@@ -84,9 +85,15 @@ def _similarities(features: torch.Tensor, banks: list[torch.Tensor]):
 class RobustScan:
     """What the near-copy detector needs from generated x candidates similarities."""
 
-    candidate_best: torch.Tensor  # (C,) each candidate's best match among generated
+    candidate_top: torch.Tensor  # (C, k) each candidate's k best matches among generated
+    candidate_top_index: torch.Tensor  # (C, k) which generated images they are
     generated_best: torch.Tensor  # (G,) each generated image's best match among candidates
     generated_match: torch.Tensor  # (G,) index of that candidate
+
+    @property
+    def candidate_best(self) -> torch.Tensor:
+        """(C,) each candidate's best match: the near-copy attack's score."""
+        return self.candidate_top[:, 0]
 
 
 def generated_side(images: torch.Tensor) -> torch.Tensor:
@@ -101,6 +108,7 @@ def robust_scan(
     candidates: torch.Tensor,
     device: torch.device | str = "cpu",
     block: int = 512,
+    k: int = 3,
 ) -> RobustScan:
     """Shift- and rotation-robust similarity of every generated image to every candidate.
 
@@ -109,7 +117,9 @@ def robust_scan(
     """
     device = torch.device(device)
     banks = _candidate_banks(candidates, device)
-    candidate_best = torch.full((len(candidates),), -math.inf, device=device)
+    k = min(k, len(generated))
+    top = torch.full((len(candidates), k), -math.inf, device=device)
+    top_index = torch.zeros((len(candidates), k), dtype=torch.long, device=device)
     generated_best = torch.empty(len(generated))
     generated_match = torch.empty(len(generated), dtype=torch.long)
     for g0 in range(0, len(generated), block):
@@ -118,14 +128,15 @@ def robust_scan(
         match = torch.zeros(len(features), dtype=torch.long, device=device)
         for c0, sims in _similarities(features, banks):
             cols = slice(c0, c0 + sims.shape[1])
-            candidate_best[cols] = torch.maximum(candidate_best[cols], sims.amax(dim=0))
+            v, i = sims.T.topk(min(k, len(features)), dim=1)
+            top[cols], top_index[cols] = merge_top_k(top[cols], top_index[cols], v, i + g0, k)
             value, index = sims.max(dim=1)
             better = value > best
             best = torch.where(better, value, best)
             match = torch.where(better, index + c0, match)
         generated_best[g0 : g0 + len(features)] = best.cpu()
         generated_match[g0 : g0 + len(features)] = match.cpu()
-    return RobustScan(candidate_best.cpu(), generated_best, generated_match)
+    return RobustScan(top.cpu(), top_index.cpu(), generated_best, generated_match)
 
 
 @torch.inference_mode()

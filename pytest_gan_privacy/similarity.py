@@ -12,6 +12,18 @@ from dataclasses import dataclass
 import torch
 
 
+def merge_top_k(
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    new_values: torch.Tensor,
+    new_indices: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A running top-k, row by row: the k best of (values, new_values), with their indices."""
+    merged, position = torch.cat([values, new_values], dim=1).topk(k, dim=1)
+    return merged, torch.cat([indices, new_indices], dim=1).gather(1, position)
+
+
 @torch.inference_mode()
 def nearest_neighbours(
     queries: torch.Tensor,
@@ -37,10 +49,7 @@ def nearest_neighbours(
         for r0 in range(0, len(references), reference_block):
             sims = q @ references[r0 : r0 + reference_block].to(device).T
             v, i = sims.topk(min(k, sims.shape[1]), dim=1)
-            merged_v = torch.cat([best_v, v], dim=1)
-            merged_i = torch.cat([best_i, i + r0], dim=1)
-            best_v, pos = merged_v.topk(k, dim=1)
-            best_i = merged_i.gather(1, pos)
+            best_v, best_i = merge_top_k(best_v, best_i, v, i + r0, k)
         values[q0 : q0 + len(q)] = best_v.cpu()
         indices[q0 : q0 + len(q)] = best_i.cpu()
     return values, indices
@@ -82,9 +91,7 @@ def scan_generated(
     for g0 in range(0, len(generated), block):
         sims = generated[g0 : g0 + block].to(device) @ cands.T  # (B, C)
         v, i = sims.T.topk(min(k, sims.shape[0]), dim=1)
-        merged_v, pos = torch.cat([top_v, v], dim=1).topk(k, dim=1)
-        top_i = torch.cat([top_i, i + g0], dim=1).gather(1, pos)
-        top_v = merged_v
+        top_v, top_i = merge_top_k(top_v, top_i, v, i + g0, k)
         ties = (sims == sims.amax(dim=1, keepdim=True)).double()
         votes += (ties / ties.sum(dim=1, keepdim=True)).sum(dim=0)
         soft += torch.softmax(sims.double() / temperature, dim=1).sum(dim=0)
