@@ -376,8 +376,8 @@ class GanAuditItem(pytest.Item):
         if not result.passed:
             m = result.gate
             raise LeakageOverLimit(
-                f"leakage F1 {m.f1:.3f} is over the limit {settings.max_f1:.3f} "
-                f"(95% CI {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}, chance {m.chance_f1:.3f}, "
+                f"{'; '.join(result.failures)} "
+                f"(F1 95% CI {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}, chance {m.chance_f1:.3f}, "
                 f"AUC {m.auc:.3f}); report: {settings.report}"
             )
 

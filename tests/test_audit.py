@@ -229,3 +229,31 @@ def test_same_seed_same_numbers(leaky_release, tmp_path: Path):
     assert _numbers(first) == _numbers(second) == _numbers(cached) == _numbers(again)
     other = run_audit(settings_for(leaky_release, no_cache=True, seed=4))
     assert _numbers(other) != _numbers(first)
+
+
+def test_near_copies_fail_the_gate_only_when_asked(leaky_release):
+    loose = run_audit(settings_for(leaky_release, max_f1=1.0))
+    assert loose.passed and len(loose.near_copies) > 0
+    assert loose.as_dict()["near_copies"]["members_copied"] > 0
+    assert loose.as_dict()["near_copies"]["non_members_copied"] == 0
+    strict = run_audit(settings_for(leaky_release, max_f1=1.0, fail_on_near_copies=True))
+    assert not strict.passed
+    assert strict.failures == [
+        f"{len(strict.near_copies)} generated image(s) are near-copies of candidates"
+    ]
+
+
+def test_a_power_check_that_misses_copies_makes_a_pass_inconclusive(clean_release):
+    from dataclasses import replace
+
+    from pytest_gan_privacy.nearcopies import PowerCheck
+
+    result = run_audit(settings_for(clean_release))
+    assert result.verdict == "PASS" and result.power.fraction == 1.0
+    assert len(result.near_copies) == 0
+    result.power = PowerCheck(planted=10, found=7, members=list(range(10)))
+    assert result.verdict == "PASS (inconclusive)" and result.passed
+    assert result.as_dict()["power_check"]["conclusive"] is False
+    result.settings = replace(result.settings, fail_inconclusive=True)
+    assert result.verdict == "FAIL"
+    assert "found only 7 of 10 planted copies" in result.failures[0]
