@@ -98,8 +98,10 @@ def roc_curve_svg(
     operating point (FPR, TPR of its out-of-fold calls)."""
     from sklearn.metrics import roc_curve
 
-    width, height = 400, 340
-    ax = _Axes(width, height, (0, 1), (0, 1))
+    # the legend goes under the plot: with many attacks it would hide the curves
+    legend_height = 15 * (len(attack_scores) + 2) + 10
+    width, height = 400, 340 + legend_height
+    ax = _Axes(width, height, (0, 1), (0, 1), bottom=36 + legend_height)
     ticks = (0, 0.25, 0.5, 0.75, 1)
     body = ax.frame(
         ticks, ticks, "false positive rate (non-members called used)", "true positive rate"
@@ -121,8 +123,7 @@ def roc_curve_svg(
         f'<circle cx="{ax.x(fx):.1f}" cy="{ax.y(ty):.1f}" r="4.5" fill="#000">'
         f"<title>cross-fitted calls: FPR {fx:.3f}, TPR {ty:.3f}</title></circle>"
     )
-    # legend in the lower right, where a ROC curve above the diagonal leaves room
-    lx, ly = ax.x1 - 200, ax.y0 - 12 - 15 * len(legend)
+    lx, ly = ax.x0, ax.y0 + 52
     body += _legend(lx, ly, legend, dashed={legend[-1][0]})
     dot_y = ly + 15 * len(legend)
     body.append(
