@@ -368,7 +368,7 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
     t = lap("load", t)
 
     cache = open_cache(settings)
-    learned = build_learned_encoder(settings)
+    learned = build_learned_encoder(settings, device, cache)
     if learned is not None:
         learned.fit(generated, device, progress)
         t = lap("fit_encoder", t)
@@ -399,6 +399,8 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
             only_nearest=encoder.name == "pixels",
             centre=encoder.name != "pixels",
         )
+        # an encoder's own attacks, e.g. the MAE's reconstruction error
+        scored += encoder.attacks([candidates.members, candidates.non_members], device)
         t = lap(f"attacks {encoder.name}", t)
 
     # Near-copies: the generated side is encoded (and cached) like any feature; the

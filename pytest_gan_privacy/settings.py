@@ -22,7 +22,8 @@ from .errors import AuditInputError
 # no information gets F1 0.50 on a balanced candidate set, 95th percentile 0.54-0.56,
 # while a clear leak (VAE trained on 100 images) gets 0.71.
 DEFAULT_MAX_F1 = 0.60
-FEATURE_CHOICES = ("pixels", "vit")
+FEATURE_CHOICES = ("mae", "pixels", "vit")
+MAE_PRESETS = ("auto", "cpu", "gpu")  # mae.PRESETS, and auto: gpu on a CUDA device
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 THRESHOLD_POLICIES = ("prevalence", "max-f1")
 REQUIRED = ("generated", "used", "not_used")
@@ -38,7 +39,7 @@ class AuditSettings:
     max_f1: float = DEFAULT_MAX_F1
     report: Path | None = None
     json: Path | None = None
-    features: str = "pixels"
+    features: str = "mae"
     device: str = "auto"
     seed: int = 0
     threshold_policy: str = "prevalence"
@@ -47,6 +48,10 @@ class AuditSettings:
     # timm ViT features: a model name from timm's registry and a local weights file
     vit_model: str = "vit_base_patch16_224"
     checkpoint: Path | None = None
+    # the masked autoencoder trained on the generated images (features "mae")
+    mae_preset: str = "auto"
+    mae_epochs: int | None = None  # None: the preset's
+    mae_max_images: int | None = None  # None: the preset's
     batch_size: int = 64
     workers: int | None = None  # None: the spare CPU cores decode images
     # the report shows real (patient) images only when asked: it is meant to be shareable
@@ -137,7 +142,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_f1", "fail when the leakage F1 is over this limit", "fraction"),
     Option("report", "HTML report to write (default ./gan-audit-report.html)", "path"),
     Option("json", "JSON result to write (default: the report's path with .json)", "path"),
-    Option("features", "image features", "choice", FEATURE_CHOICES),
+    Option(
+        "features",
+        "learned features beside the pixel-based ones: mae (a masked autoencoder trained "
+        "on the generated images), vit (a timm ViT from --checkpoint) or pixels (none)",
+        "choice",
+        FEATURE_CHOICES,
+    ),
     Option(
         "device",
         "where to compute: auto (CUDA when present), cpu or cuda",
@@ -151,9 +162,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("folds", "cross-fitting folds", "int", minimum=2),
     Option("bootstrap", "bootstrap resamples for the F1 interval (0: none)", "int"),
     Option(
-        "checkpoint", "local weights file for --features vit (safetensors or state dict)", "path"
+        "checkpoint",
+        "local weights file (safetensors or state dict): the ViT for --features vit; for "
+        "mae, pretrained MAE/ViT encoder weights to start training from",
+        "path",
     ),
     Option("vit_model", "timm model name matching the checkpoint"),
+    Option(
+        "mae_preset",
+        "the MAE's size and training: cpu (minutes on 2 cores), gpu (ViT-B-like); auto "
+        "picks by the device",
+        "choice",
+        MAE_PRESETS,
+    ),
+    Option("mae_epochs", "MAE training epochs (default: the preset's)", "int", minimum=1),
+    Option(
+        "mae_max_images",
+        "the MAE trains on at most this many generated images (default: the preset's)",
+        "int",
+        minimum=1,
+    ),
     Option("batch_size", "images encoded per batch", "int", minimum=1),
     Option("workers", "image decoding processes (default: the spare CPU cores)", "int"),
     Option(

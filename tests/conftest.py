@@ -11,11 +11,28 @@ import pytest
 import timm  # noqa: F401
 
 import pytest_gan_privacy.audit  # noqa: F401
+from pytest_gan_privacy import mae
 from pytest_gan_privacy.synthetic import make_release
 
 pytest_plugins = ["pytester"]
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brainmri64"
+
+# An MAE that trains in a fraction of a second: what the audits in the tests use.
+TINY_MAE = mae.MAEConfig(
+    img_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=1,
+    num_heads=2,
+    decoder_dim=32,
+    decoder_depth=1,
+    decoder_heads=2,
+    epochs=3,
+    batch_size=64,
+    warmup_epochs=1,
+)
+REAL_MAE_PRESETS = dict(mae.PRESETS)
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +78,15 @@ def requires_shared_data(scenario: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is not here (the shared benchmark data)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tiny_mae():
+    """Audits in the tests train a tiny MAE (the presets' numbers are measured by
+    benchmarks/mae.py, and test_scenarios.py runs the real ones)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mae, "PRESETS", {name: TINY_MAE for name in REAL_MAE_PRESETS})
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -165,6 +165,7 @@ def test_two_audits_share_a_cache_folder_at_once(leaky_release, tmp_path: Path):
         cmd = [sys.executable, "-m", "pytest_gan_privacy.cli", "audit", *audit_args(leaky_release)]
         cmd += ["--report", str(tmp_path / f"r{i}.html"), "--cache-dir", str(cache), "--quiet"]
         cmd += ["--batch-size", "8"]  # many small writes, interleaved between the two
+        cmd += ["--mae-epochs", "1"]  # the real MAE preset (another process), kept short
         env = {**os.environ, "PYTHONHASHSEED": str(i + 1)}
         runs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for run in runs:
@@ -177,5 +178,6 @@ def test_two_audits_share_a_cache_folder_at_once(leaky_release, tmp_path: Path):
     assert packs <= {p.stem for p in entries}  # the other feature spaces are cached too
     assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".safetensors"]
     reader = TensorCache(cache)
+    assert {p.parent.parent.name for p in entries} == {"features", "weights"}
     for entry in entries:
-        assert reader.get("features", entry.stem) is not None, entry
+        assert reader.get(entry.parent.parent.name, entry.stem) is not None, entry
