@@ -253,11 +253,11 @@ def use_bf16(device: torch.device) -> bool:
     float32, which is faster than emulated bf16."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    check_avx = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return device.type == "cpu" and bool(
-        (check is not None and check()) or (check_avx is not None and check_avx())
-    )
+    if device.type != "cpu":
+        return False
+    # private helpers of torch.cpu; where a torch lacks them, float32
+    names = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in names)
 
 
 def autocast(device: torch.device, bf16: bool):
