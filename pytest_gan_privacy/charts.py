@@ -46,7 +46,7 @@ class _Axes:
         lo, hi = self.yr
         return self.y0 - (v - lo) / ((hi - lo) or 1) * (self.y0 - self.y1)
 
-    def frame(self, x_ticks, y_ticks, x_label: str, y_label: str, fmt: str = ".2f") -> list[str]:
+    def frame(self, x_ticks, y_ticks, x_label: str, y_label: str) -> list[str]:
         out = [
             f'<rect x="{self.x0}" y="{self.y1}" width="{self.x1 - self.x0}" '
             f'height="{self.y0 - self.y1}" fill="none" stroke="#888"/>'
@@ -56,7 +56,7 @@ class _Axes:
             out.append(
                 f'<line x1="{x:.1f}" y1="{self.y0}" x2="{x:.1f}" y2="{self.y0 + 4}" stroke="#888"/>'
                 f'<text x="{x:.1f}" y="{self.y0 + 15}" text-anchor="middle" {FONT}>'
-                f"{t:{fmt}}</text>"
+                f"{t:g}</text>"
             )
         for t in y_ticks:
             y = self.y(t)
@@ -75,11 +75,27 @@ class _Axes:
         return out
 
 
-def _legend(x: float, y: float, entries: Sequence[tuple[str, str]], dashed=()) -> list[str]:
+def _nice_ticks(lo: float, hi: float, most: int = 6) -> list[float]:
+    """Round tick values (steps of 1, 2 or 5 x 10^e) inside [lo, hi], at most `most`."""
+    span = (hi - lo) or 1.0
+    step = next(
+        m * 10.0**e for e in range(-6, 10) for m in (1, 2, 5) if span / (m * 10.0**e) < most
+    )
+    first = np.ceil(lo / step - 1e-9) * step
+    return [float(round(t, 10)) + 0.0 for t in np.arange(first, hi + step * 1e-9, step)]  # no -0
+
+
+def _dash(i: int) -> str:
+    """Solid for the first round of colours, then dashed patterns: no two lines alike."""
+    pattern = ("", "6 3", "2 2", "8 3 2 3")[(i // len(ATTACK_COLOURS)) % 4]
+    return f' stroke-dasharray="{pattern}"' if pattern else ""
+
+
+def _legend(x: float, y: float, entries: Sequence[tuple[str, str, str]]) -> list[str]:
+    """One row per (label, colour, stroke-dasharray attribute or "")."""
     out = []
-    for i, (label, colour) in enumerate(entries):
+    for i, (label, colour, dash) in enumerate(entries):
         yy = y + 15 * i
-        dash = ' stroke-dasharray="4 3"' if label in dashed else ""
         out.append(
             f'<line x1="{x}" y1="{yy}" x2="{x + 18}" y2="{yy}" stroke="{colour}" '
             f'stroke-width="2.5"{dash}/>'
@@ -112,19 +128,21 @@ def roc_curve_svg(
     )
     legend = []
     for i, (name, scores) in enumerate(attack_scores.items()):
-        colour = ATTACK_COLOURS[i % len(ATTACK_COLOURS)]
+        colour, dash = ATTACK_COLOURS[i % len(ATTACK_COLOURS)], _dash(i)
         fpr, tpr, _ = roc_curve(np.asarray(labels), np.asarray(scores, float))
         points = " ".join(f"{ax.x(a):.1f},{ax.y(b):.1f}" for a, b in zip(fpr, tpr, strict=True))
-        body.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        legend.append((f"{name} (AUC {aucs[name]:.3f})", colour))
-    legend.append(("chance (AUC 0.5)", "#aaa"))
+        body.append(
+            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
+        )
+        legend.append((f"{name} (AUC {aucs[name]:.3f})", colour, dash))
+    legend.append(("chance (AUC 0.5)", "#aaa", ' stroke-dasharray="4 3"'))
     fx, ty = operating_point
     body.append(
         f'<circle cx="{ax.x(fx):.1f}" cy="{ax.y(ty):.1f}" r="4.5" fill="#000">'
         f"<title>cross-fitted calls: FPR {fx:.3f}, TPR {ty:.3f}</title></circle>"
     )
     lx, ly = ax.x0, ax.y0 + 52
-    body += _legend(lx, ly, legend, dashed={legend[-1][0]})
+    body += _legend(lx, ly, legend)
     dot_y = ly + 15 * len(legend)
     body.append(
         f'<circle cx="{lx + 9}" cy="{dot_y}" r="4" fill="#000"/>'
@@ -154,12 +172,13 @@ def score_histogram_svg(
         "non-members (not used)": (np.histogram(non_members, edges)[0], NON_MEMBER_COLOUR),
     }
     top = max(1, *(int(c.max()) for c, _ in counts.values()))
-    width, height = 560, 280
-    ax = _Axes(width, height, (lo, hi), (0, top * 1.15), right=24)
-    x_ticks = np.linspace(lo, hi, 6)
-    step = next(m * 10**e for e in range(9) for m in (1, 2, 5) if top / (m * 10**e) <= 5)
-    y_ticks = range(0, top + 1, step)
-    body = ax.frame(x_ticks, y_ticks, "score (higher: more likely a member)", "candidates", ".3f")
+    width, height = 560, 300
+    # the legend and the threshold's label sit above the plot, where they hide no bar
+    ax = _Axes(width, height, (lo, hi), (0, top * 1.15), right=24, top=38)
+    y_ticks = [t for t in _nice_ticks(0, top, 5) if t == int(t)]
+    body = ax.frame(
+        _nice_ticks(lo, hi), y_ticks, "score (higher: more likely a member)", "candidates"
+    )
     for c, colour in counts.values():
         steps = [f"{ax.x(edges[0]):.1f},{ax.y(0):.1f}"]
         for i, n in enumerate(c):
@@ -179,14 +198,14 @@ def score_histogram_svg(
             f'height="{ax.y0 - ax.y1}" fill="#000" fill-opacity="0.08"/>'
             f'<line x1="{ax.x(t_mid):.1f}" y1="{ax.y1}" x2="{ax.x(t_mid):.1f}" y2="{ax.y0}" '
             'stroke="#000" stroke-width="1.5" stroke-dasharray="5 3"/>'
-            # the label on the side of the line with more room
+            # the label above the plot, on the side of the line with more room
             f'<text x="{ax.x(t_mid) + (4 if t_mid < (lo + hi) / 2 else -4):.1f}" '
-            f'y="{ax.y1 + 11}" text-anchor="{"start" if t_mid < (lo + hi) / 2 else "end"}" '
+            f'y="{ax.y1 - 5}" text-anchor="{"start" if t_mid < (lo + hi) / 2 else "end"}" '
             f"{FONT}>threshold {t_mid:.3f}"
             f"{'' if len(thresholds) == 1 else f' ({t_lo:.3f}-{t_hi:.3f} over the folds)'}</text>"
         )
-    legend = [(label, colour) for label, (_, colour) in counts.items()]
-    body += _legend(ax.x0 + 10, ax.y1 + 30, legend)
+    for i, (label, (_, colour)) in enumerate(counts.items()):
+        body += _legend(ax.x0 + 190 * i, 10, [(label, colour, "")])
     return _svg(width, height, "Score distributions of members and non-members", body)
 
 
@@ -198,7 +217,7 @@ def attack_f1_svg(
     row, left = 26, 170
     width, height = 560, 64 + row * len(names)
     ax = _Axes(width, height, (0, 1), (0, 1), left=left, top=20, bottom=38)
-    body = ax.frame((0, 0.2, 0.4, 0.6, 0.8, 1), (), "leakage F1 (95 % interval)", "", ".1f")
+    body = ax.frame((0, 0.2, 0.4, 0.6, 0.8, 1), (), "leakage F1 (95 % interval)", "")
     for i, name in enumerate(names):
         a = attacks[name]
         y = ax.y1 + 4 + row * i
