@@ -13,6 +13,7 @@ from PIL import Image
 from test_images import write_big_png
 
 from pytest_gan_privacy.cli import main
+from pytest_gan_privacy.settings import OPTIONS
 
 
 def test_exit_status_0_for_a_clean_release(clean_release, tmp_path: Path, capsys):
@@ -193,3 +194,12 @@ def test_warnings_are_printed_with_the_verdict(clean_release, tmp_path: Path, ca
     assert json.loads((tmp_path / "r.json").read_text())["skipped_images"][0]["path"].endswith(
         "bad.png"
     )
+
+
+def test_the_readme_documents_every_option():
+    """The README's configuration table names each option's three spellings."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for option in OPTIONS:
+        flag = option.name.replace("_", "-")
+        row = f"| `--{flag}` | `--gan-audit-{flag}` | `gan_audit_{option.name}` |"
+        assert row in readme, row

@@ -106,7 +106,7 @@ def test_report_shows_everything_in_order_verdict_first(leaky_report, leaky_resu
         assert text in html, text
     for name, attack in data["attacks"].items():
         gate = " (gate)" if name == data["gating_attack"] else ""
-        row = f"<b>{name}</b>{gate}<div class=\"desc\">{attack['description']}</div>"
+        row = f'<b>{name}</b>{gate}<div class="desc">{attack["description"]}</div>'
         assert row in html
     assert html.count("<svg") == 3  # attacks, ROC curve, score distributions
     riskiest = sorted(data["candidates"], key=lambda row: -row["score"])[:RISKIEST]
