@@ -62,23 +62,17 @@ def transformed_crops(images: torch.Tensor) -> torch.Tensor:
 N_TRANSFORMS = len(ANGLES) * (2 * MAX_SHIFT + 1) ** 2
 
 
-def _candidate_banks(candidates: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
-    """Transformed crops of the candidates, block by block, as (D, T * block) matrices."""
-    banks = []
+def _robust_similarities(queries: torch.Tensor, candidates: torch.Tensor, device, block: int):
+    """Yield (q0, c0, (B, cb) similarities): each block of `generated_side` query
+    features (Q, D) against a block of candidates, maximised over the candidates'
+    transforms. One block of transformed candidates (CANDIDATE_BLOCK x T x D floats,
+    60 MB) is held at a time: all of them would cost 1.8 MB per candidate."""
     for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
         bank = transformed_crops(candidates[c0 : c0 + CANDIDATE_BLOCK])  # (T, cb, D)
-        banks.append(bank.permute(2, 0, 1).reshape(bank.shape[2], -1).to(device))
-    return banks
-
-
-def _similarities(features: torch.Tensor, banks: list[torch.Tensor]):
-    """Yield (first candidate index, (B, cb) robust similarities) block by block, from
-    `generated_side` features."""
-    c0 = 0
-    for bank in banks:
-        sims = (features @ bank).view(len(features), N_TRANSFORMS, -1).amax(dim=1)
-        yield c0, sims
-        c0 += sims.shape[1]
+        bank = bank.permute(2, 0, 1).reshape(bank.shape[2], -1).to(device)
+        for q0 in range(0, len(queries), block):
+            features = queries[q0 : q0 + block].to(device)
+            yield q0, c0, (features @ bank).view(len(features), N_TRANSFORMS, -1).amax(dim=1)
 
 
 @dataclass
@@ -116,42 +110,32 @@ def robust_scan(
     (C, 1, H, W). sim(g, c) = max over transforms t of <f(crop(g)), f(t(c))>.
     """
     device = torch.device(device)
-    banks = _candidate_banks(candidates, device)
     k = min(k, len(generated))
     top = torch.full((len(candidates), k), -math.inf, device=device)
     top_index = torch.zeros((len(candidates), k), dtype=torch.long, device=device)
-    generated_best = torch.empty(len(generated))
-    generated_match = torch.empty(len(generated), dtype=torch.long)
-    for g0 in range(0, len(generated), block):
-        features = generated[g0 : g0 + block].to(device)
-        best = torch.full((len(features),), -math.inf, device=device)
-        match = torch.zeros(len(features), dtype=torch.long, device=device)
-        for c0, sims in _similarities(features, banks):
-            cols = slice(c0, c0 + sims.shape[1])
-            v, i = sims.T.topk(min(k, len(features)), dim=1)
-            top[cols], top_index[cols] = merge_top_k(top[cols], top_index[cols], v, i + g0, k)
-            value, index = sims.max(dim=1)
-            better = value > best
-            best = torch.where(better, value, best)
-            match = torch.where(better, index + c0, match)
-        generated_best[g0 : g0 + len(features)] = best.cpu()
-        generated_match[g0 : g0 + len(features)] = match.cpu()
-    return RobustScan(top.cpu(), top_index.cpu(), generated_best, generated_match)
+    generated_best = torch.full((len(generated),), -math.inf, device=device)
+    generated_match = torch.zeros(len(generated), dtype=torch.long, device=device)
+    for g0, c0, sims in _robust_similarities(generated, candidates, device, block):
+        rows, cols = slice(g0, g0 + len(sims)), slice(c0, c0 + sims.shape[1])
+        v, i = sims.T.topk(min(k, len(sims)), dim=1)
+        top[cols], top_index[cols] = merge_top_k(top[cols], top_index[cols], v, i + g0, k)
+        value, index = sims.max(dim=1)
+        better = value > generated_best[rows]  # ties: the first candidate keeps it
+        generated_best[rows] = torch.where(better, value, generated_best[rows])
+        generated_match[rows] = torch.where(better, index + c0, generated_match[rows])
+    return RobustScan(top.cpu(), top_index.cpu(), generated_best.cpu(), generated_match.cpu())
 
 
 @torch.inference_mode()
 def real_pair_threshold(candidates: torch.Tensor, device: torch.device | str = "cpu") -> float:
     """The largest robust similarity between two distinct candidates."""
     device = torch.device(device)
-    banks = _candidate_banks(candidates, device)
     best = -math.inf
-    for q0 in range(0, len(candidates), 256):
-        queries = candidates[q0 : q0 + 256]
-        for c0, sims in _similarities(generated_side(queries).to(device), banks):
-            rows = torch.arange(len(queries), device=device)
-            itself = (rows + q0 >= c0) & (rows + q0 < c0 + sims.shape[1])
-            sims[rows[itself], (rows + q0 - c0)[itself]] = -math.inf
-            best = max(best, float(sims.max()))
+    for q0, c0, sims in _robust_similarities(generated_side(candidates), candidates, device, 256):
+        rows = torch.arange(len(sims), device=device)
+        itself = (rows + q0 >= c0) & (rows + q0 < c0 + sims.shape[1])
+        sims[rows[itself], (rows + q0 - c0)[itself]] = -math.inf
+        best = max(best, float(sims.max()))
     return best
 
 
