@@ -57,7 +57,12 @@ def centre_on_candidates(
     mean = candidates.mean(dim=0, keepdim=True)
 
     def centred(x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x - mean, dim=1)
+        # in blocks: one new (N, D) buffer and no temporaries of that size (20,000 MAE
+        # features are 650 MB)
+        out = torch.empty_like(x)
+        for i in range(0, len(x), 4096):
+            out[i : i + 4096] = F.normalize(x[i : i + 4096] - mean, dim=1)
+        return out
 
     return (
         centred(generated),

@@ -402,6 +402,7 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
         # an encoder's own attacks, e.g. the MAE's reconstruction error
         scored += encoder.attacks([candidates.members, candidates.non_members], device)
         t = lap(f"attacks {encoder.name}", t)
+        del gen, cand, ref  # one space's features in memory at a time (N x D floats each)
 
     # Near-copies: the generated side is encoded (and cached) like any feature; the
     # candidates' side needs their pixels, to shift and turn them.
