@@ -34,6 +34,7 @@ def test_blockwise_scan_equals_the_full_comparison():
     assert torch.allclose(scan.generated_best, full.amax(dim=1), atol=1e-5)
     assert torch.equal(scan.generated_match, full.argmax(dim=1))
     assert torch.allclose(scan.candidate_best, full.amax(dim=0), atol=1e-5)
+    assert torch.equal(scan.candidate_top_index, full.topk(3, dim=0).indices.T)
 
 
 def test_moved_copies_are_found_and_fresh_images_are_not():
@@ -51,7 +52,7 @@ def test_moved_copies_are_found_and_fresh_images_are_not():
 
 
 def test_the_threshold_ignores_each_image_itself():
-    candidates = _phantoms(10, 6)
+    candidates = _phantoms(40, 6)  # two blocks of candidates
     full = _brute_force(candidates, candidates)
     full.fill_diagonal_(-float("inf"))
     assert abs(real_pair_threshold(candidates) - float(full.max())) < 1e-5
