@@ -414,7 +414,12 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
         ]
     )
     t = lap("encode near-copy", t)
-    scan = robust_scan(near_copy_side, candidate_pixels, device)
+    scan = robust_scan(
+        near_copy_side,
+        candidate_pixels,
+        device,
+        progress=lambda done, total: progress("near-copy scan (candidates)", done, total),
+    )
     threshold = real_pair_threshold(candidate_pixels, device)
     near_copies = find_near_copies(scan, threshold)
     scored.append(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -62,17 +63,24 @@ def transformed_crops(images: torch.Tensor) -> torch.Tensor:
 N_TRANSFORMS = len(ANGLES) * (2 * MAX_SHIFT + 1) ** 2
 
 
-def _robust_similarities(queries: torch.Tensor, candidates: torch.Tensor, device, block: int):
+def _robust_similarities(
+    queries: torch.Tensor, candidates: torch.Tensor, device, block: int, progress=None
+):
     """Yield (q0, c0, (B, cb) similarities): each block of `generated_side` query
     features (Q, D) against a block of candidates, maximised over the candidates'
     transforms. One block of transformed candidates (CANDIDATE_BLOCK x T x D floats,
-    60 MB) is held at a time: all of them would cost 1.8 MB per candidate."""
+    60 MB) is held at a time: all of them would cost 1.8 MB per candidate.
+    `progress(candidates done, candidates)` after each block of candidates."""
     for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
+        if progress is not None:
+            progress(c0, len(candidates))
         bank = transformed_crops(candidates[c0 : c0 + CANDIDATE_BLOCK])  # (T, cb, D)
         bank = bank.permute(2, 0, 1).reshape(bank.shape[2], -1).to(device)
         for q0 in range(0, len(queries), block):
             features = queries[q0 : q0 + block].to(device)
             yield q0, c0, (features @ bank).view(len(features), N_TRANSFORMS, -1).amax(dim=1)
+    if progress is not None:
+        progress(len(candidates), len(candidates))
 
 
 @dataclass
@@ -103,6 +111,7 @@ def robust_scan(
     device: torch.device | str = "cpu",
     block: int = 512,
     k: int = 3,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RobustScan:
     """Shift- and rotation-robust similarity of every generated image to every candidate.
 
@@ -115,7 +124,7 @@ def robust_scan(
     top_index = torch.zeros((len(candidates), k), dtype=torch.long, device=device)
     generated_best = torch.full((len(generated),), -math.inf, device=device)
     generated_match = torch.zeros(len(generated), dtype=torch.long, device=device)
-    for g0, c0, sims in _robust_similarities(generated, candidates, device, block):
+    for g0, c0, sims in _robust_similarities(generated, candidates, device, block, progress):
         rows, cols = slice(g0, g0 + len(sims)), slice(c0, c0 + sims.shape[1])
         v, i = sims.T.topk(min(k, len(sims)), dim=1)
         top[cols], top_index[cols] = merge_top_k(top[cols], top_index[cols], v, i + g0, k)
