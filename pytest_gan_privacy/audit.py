@@ -453,15 +453,15 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
     attacks = {a.name: AttackResult(a, measure(a.scores)) for a in scored}
     # The gate: per fold, the attack that separated best on the other folds.
     gate_metrics = measure(np.column_stack([a.scores for a in scored]))
-    # the evidence shown per candidate: its most similar generated images, allowing moves
-    evidence = scored[-1]
     attacks[GATE] = AttackResult(
         AttackScores(
             name=GATE,
             description="per fold, the attack with the best AUC on the other folds",
             scores=gate_metrics.scores,
-            neighbour_indices=evidence.neighbour_indices,
-            neighbour_similarities=evidence.neighbour_similarities,
+            # the evidence shown per candidate: its most similar generated images (the
+            # near-copy scan's, which allows for moves)
+            neighbour_indices=scan.candidate_top_index.numpy(),
+            neighbour_similarities=scan.candidate_top.double().numpy(),
         ),
         gate_metrics,
     )
