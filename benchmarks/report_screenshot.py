@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.report import write_outputs
+from pytest_gan_privacy.results import summary_line
 from pytest_gan_privacy.settings import AuditSettings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brainmri64"
@@ -78,7 +79,7 @@ def main() -> None:
     html, data = args.out / "report.html", args.out / "report.json"
     started = time.perf_counter()
     write_outputs(result, html, data)
-    print(result.summary())
+    print(summary_line(result))
     print(
         f"report {html} ({html.stat().st_size / 1e3:.0f} kB, {time.perf_counter() - started:.2f} s)"
     )

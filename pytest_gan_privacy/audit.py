@@ -1,7 +1,9 @@
-"""The audit: load, encode, attack, measure, gate.
+"""The audit as one readable pipeline: load -> fit -> encode -> attack -> measure -> decide.
 
-`run_audit` is the one place where the steps meet; the gate itself is
-`AuditResult.passed`: the leakage F1 of the gating attack against the limit.
+`run_audit(settings)` runs it and returns an `AuditResult`: plain data about what was
+measured. Each step lives in its own module: images (load), encoders and features
+(fit, encode), attacks and nearcopies (attack), metrics (measure), gate (decide);
+results and report turn the result into the JSON and the HTML report.
 """
 
 from __future__ import annotations
@@ -14,22 +16,17 @@ import numpy as np
 import torch
 
 from . import __version__
-from .attacks import AttackScores, feature_space_attacks
+from .attacks import AttackScores, near_copy_attack, space_attacks
 from .cache import open_cache
-from .encoders import (
-    NearCopyEncoder,
-    PatchEncoder,
-    PixelEncoder,
-    Progress,
-    build_learned_encoder,
-    encode_images,
-    resolve_device,
-)
+from .encoders import WORKING_SIZE, Encoder, feature_spaces
 from .errors import AuditInputError
+from .features import encode_images
+from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
 from .images import ImageSet, load_image_set, load_pixels
 from .metrics import MembershipMetrics, check_fold_counts, membership_metrics
 from .nearcopies import (
     NearCopies,
+    NearCopyEncoder,
     PowerCheck,
     find_near_copies,
     pick_canaries,
@@ -37,10 +34,8 @@ from .nearcopies import (
     real_pair_threshold,
     robust_scan,
 )
+from .runtime import Progress, no_progress, resolve_device
 from .settings import AuditSettings
-
-SHORT_HASH = 12  # hex digits of a candidate's SHA-256 in the report and JSON
-MAX_LISTED = 1000  # near-copy pairs listed in the JSON (all are counted)
 
 
 @dataclass
@@ -79,12 +74,13 @@ class AttackResult:
 
 @dataclass(repr=False)
 class AuditResult:
-    """Everything an audit measured; `passed` is the gate's verdict."""
+    """Everything an audit measured. The verdict is the gate's (gate.decide), and the
+    JSON is results.result_json's."""
 
     settings: AuditSettings
     generated: ImageSet
     candidates: Candidates
-    attacks: dict[str, AttackResult]
+    attacks: dict[str, AttackResult]  # every attack, then the gate
     gating_attack: str
     device: str
     encoder: dict
@@ -108,207 +104,48 @@ class AuditResult:
     def gate_choices(self) -> list[str]:
         """The attack the gate chose in each fold (on the other folds)."""
         names = [name for name in self.attacks if name != self.gating_attack]
-        return [names[i] for i in self.gate.chosen] if self.gate.chosen else []
+        return [names[i] for i in self.gate.chosen]
 
     @property
     def f1(self) -> float:
         return self.gate.f1
 
     @property
-    def conclusive(self) -> bool:
-        """The power check found (nearly) all planted copies: a PASS means something."""
-        return self.power is None or self.power.fraction >= POWER_NEEDED
+    def seconds(self) -> float:
+        return self.timings.get("total", 0.0)
+
+    @property
+    def decision(self) -> Decision:
+        return decide(self)
+
+    @property
+    def passed(self) -> bool:
+        return self.decision.passed
+
+    @property
+    def verdict(self) -> str:
+        """FAIL, PASS, or PASS (inconclusive)."""
+        return self.decision.verdict
 
     @property
     def failures(self) -> list[str]:
         """Why the gate fails (empty: it passes)."""
-        out = []
-        if self.gate.f1 > self.settings.max_f1:
-            out.append(
-                f"leakage F1 {self.gate.f1:.3f} is over the limit {self.settings.max_f1:.3f}"
-            )
-        if self.settings.fail_on_near_copies and self.near_copies:
-            out.append(f"{len(self.near_copies)} generated image(s) are near-copies of candidates")
-        if self.settings.fail_inconclusive and not self.conclusive:
-            out.append(
-                f"the power check found only {self.power.found} of {self.power.planted} "
-                "planted copies: a PASS would be inconclusive"
-            )
-        return out
+        return self.decision.failures
 
     @property
-    def passed(self) -> bool:
-        """The gate: leakage F1 at or below the limit (and, where asked, no near-copies
-        and a conclusive power check)."""
-        return not self.failures
-
-    @property
-    def verdict(self) -> str:
-        if not self.passed:
-            return "FAIL"
-        return "PASS" if self.conclusive else "PASS (inconclusive)"
-
-    def __repr__(self) -> str:
-        return f"AuditResult({self.summary()})"
-
-    @property
-    def seconds(self) -> float:
-        return self.timings.get("total", 0.0)
-
-    def summary(self) -> str:
-        """One line: verdict, F1 with interval and chance, limit, AUC."""
-        m = self.gate
-        return (
-            f"{self.verdict}: leakage F1 {m.f1:.3f} (95% CI {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}, "
-            f"chance {m.chance_f1:.3f}) vs limit {self.settings.max_f1:.3f}; "
-            f"AUC {m.auc:.3f}; {len(self.near_copies or [])} near-copies; power check "
-            f"{self.power.found if self.power else 0}/{self.power.planted if self.power else 0}"
-            f"; {len(self.candidates)} candidates, {len(self.generated)} generated"
-        )
-
-    def near_copies_dict(self) -> dict | None:
-        """Near-copies for the JSON: the threshold, counts and the pairs (most similar
-        first, at most MAX_LISTED)."""
-        if self.near_copies is None:
-            return None
-        nc = self.near_copies
-        labels, ids, gen_ids = self.candidates.labels, self.candidates.ids, self.generated.ids
-        copied = set(nc.candidate_index)
-        return {
-            "threshold": nc.threshold,
-            "count": len(nc),
-            "members_copied": sum(int(labels[c]) for c in copied),
-            "non_members_copied": sum(1 - int(labels[c]) for c in copied),
-            "pairs": [
-                {
-                    "generated": gen_ids[g],
-                    "candidate": ids[c],
-                    "label": "used" if labels[c] else "not_used",
-                    "similarity": sim,
-                }
-                for g, c, sim in list(
-                    zip(nc.generated_index, nc.candidate_index, nc.similarity, strict=True)
-                )[:MAX_LISTED]
-            ],
-        }
-
-    def power_dict(self) -> dict | None:
-        if self.power is None:
-            return None
-        return {
-            "planted": self.power.planted,
-            "found": self.power.found,
-            "fraction": self.power.fraction,
-            "needed": POWER_NEEDED,
-            "conclusive": self.conclusive,
-        }
-
-    def candidate_rows(self) -> list[dict]:
-        """One row per candidate, in audit (content-hash) order: its short hash, label,
-        the gate's score and out-of-fold call, every attack's score, and its nearest
-        generated images (from the gate, or the first attack that keeps neighbours)."""
-        gate = self.attacks[self.gating_attack]
-        evidence = next(
-            (a.scores for a in (gate, *self.attacks.values()) if a.scores.neighbour_indices.size),
-            None,
-        )
-        generated_ids = self.generated.ids
-        rows = []
-        for i, (cid, sha, label) in enumerate(
-            zip(self.candidates.ids, self.candidates.hashes, self.candidates.labels, strict=True)
-        ):
-            neighbours = []
-            if evidence is not None:
-                neighbours = [
-                    {"id": generated_ids[j], "similarity": float(sim)}
-                    for j, sim in zip(
-                        evidence.neighbour_indices[i],
-                        evidence.neighbour_similarities[i],
-                        strict=True,
-                    )
-                ]
-            rows.append(
-                {
-                    "id": cid,
-                    "sha256": sha[:SHORT_HASH],
-                    "label": "used" if label else "not_used",
-                    "score": float(gate.scores.scores[i]),
-                    "called_used": bool(gate.metrics.calls[i]),
-                    "attack_scores": {
-                        n: float(a.scores.scores[i]) for n, a in self.attacks.items()
-                    },
-                    "nearest_generated": neighbours,
-                }
-            )
-        return rows
+    def conclusive(self) -> bool:
+        return self.decision.conclusive
 
     def as_dict(self) -> dict:
-        """The JSON result: the gate's numbers at the top level, then the details."""
-        m = self.gate
-        return {
-            "generator": "pytest-gan-privacy",
-            "created": self.created,
-            "passed": self.passed,
-            "verdict": self.verdict,
-            "f1": m.f1,
-            "f1_ci": list(m.f1_ci),
-            "chance_f1": m.chance_f1,
-            "max_f1": self.settings.max_f1,
-            "margin": self.settings.max_f1 - m.f1,
-            "accuracy": m.accuracy,
-            "precision": m.precision,
-            "recall": m.recall,
-            "specificity": m.specificity,
-            "auc": m.auc,
-            "tpr_at_1pct_fpr": m.tpr_at_1pct_fpr,
-            "tpr_at_0_1pct_fpr": m.tpr_at_0_1pct_fpr,
-            "confusion": m.confusion,
-            "gating_attack": self.gating_attack,
-            "gate_choices": self.gate_choices,
-            "threshold_policy": self.settings.threshold_policy,
-            "n_generated": len(self.generated),
-            "n_used": len(self.candidates.members),
-            "n_not_used": len(self.candidates.non_members),
-            "features": self.settings.features,
-            "encoder": self.encoder,
-            "device": self.device,
-            "seed": self.settings.seed,
-            "seconds": self.seconds,
-            "timings": self.timings,
-            "attacks": {
-                name: {"description": a.scores.description, **a.metrics.as_dict()}
-                for name, a in self.attacks.items()
-            },
-            "inputs": {
-                role: {
-                    "folder": str(s.folder),
-                    "count": len(s),
-                    "manifest_sha256": s.manifest_sha256(),
-                }
-                for role, s in (
-                    ("generated", self.generated),
-                    ("used", self.candidates.members),
-                    ("not_used", self.candidates.non_members),
-                )
-            },
-            "settings": self.settings.as_dict(),
-            "versions": self.versions,
-            "candidates": self.candidate_rows(),
-            "failures": self.failures,
-            "near_copies": self.near_copies_dict(),
-            "power_check": self.power_dict(),
-            "warnings": self.warnings,
-            "skipped_images": self.skipped_images(),
-            "cache": self.cache,
-        }
+        """The JSON result (results.result_json)."""
+        from .results import result_json
 
-    def skipped_images(self) -> list[dict]:
-        """Images left out as unreadable (skip_bad_images), with the reason."""
-        return [
-            {"role": s.role, "path": str(path), "reason": reason}
-            for s in (self.generated, self.candidates.members, self.candidates.non_members)
-            for path, reason in sorted(s.skipped.items(), key=lambda item: str(item[0]))
-        ]
+        return result_json(self)
+
+    def __repr__(self) -> str:
+        from .results import summary_line
+
+        return f"AuditResult({summary_line(self)})"
 
 
 def versions() -> dict[str, str]:
@@ -336,51 +173,68 @@ def load_candidates(settings: AuditSettings) -> Candidates:
     return Candidates(members, non_members)
 
 
-GATE = "best per fold"
-WORKING_SIZE = 64  # pixels: the size the pixel, local-structure and near-copy spaces use
-POWER_NEEDED = 0.9  # fraction of planted copies the detector must find for a conclusive PASS
+class _Stopwatch:
+    """Seconds per stage, for the result's timings."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.started = self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round(now - self.last, 3)
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self.started, 3)
+        return self.timings
 
 
 def run_audit(settings: AuditSettings, progress: Progress | None = None) -> AuditResult:
     """Run the whole audit described by `settings` and return its result.
 
-    Raises AuditInputError for bad input; writes nothing (see report.write_outputs).
+    Raises AuditInputError for bad input; writes nothing but cache entries (see
+    report.write_outputs). Random choices draw from generators seeded by
+    `settings.seed`; the caller's global random state is left alone.
     """
-    progress = progress or (lambda stage, done, total: None)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-
-    def lap(stage: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[stage] = round(now - since, 3)
-        return now
-
+    progress = progress or no_progress
+    clock = _Stopwatch()
     device = resolve_device(settings.device)
-    torch.manual_seed(settings.seed)
-    t = time.perf_counter()
+
+    # load
     generated = load_image_set(settings.generated, "generated", settings.skip_bad_images)
     candidates = load_candidates(settings)
-    reference = (
-        None
-        if settings.reference is None
-        else load_image_set(settings.reference, "reference", settings.skip_bad_images)
-    )
-    t = lap("load", t)
+    reference = None
+    if settings.reference is not None:
+        reference = load_image_set(settings.reference, "reference", settings.skip_bad_images)
+    clock.lap("load")
 
+    # fit: the learned space learns from the generated images (the others need nothing)
     cache = open_cache(settings)
-    learned = build_learned_encoder(settings, device, cache)
-    if learned is not None:
-        learned.fit(generated, device, progress)
-        t = lap("fit_encoder", t)
+    spaces = feature_spaces(settings, device, cache)
+    for encoder in spaces:
+        encoder.fit(generated, device, progress)
+    clock.lap("fit_encoder")
 
-    def encode(images: ImageSet, encoder) -> torch.Tensor:
+    def encode(images: ImageSet, encoder: Encoder) -> torch.Tensor:
         return encode_images(
             images, encoder, device, settings.batch_size, settings.workers, progress, cache
         )
 
-    # Feature spaces: pixels (the seed's baseline), local structure, and the learned one.
-    spaces = [PixelEncoder(WORKING_SIZE), PatchEncoder(WORKING_SIZE)]
-    spaces += [learned] if learned is not None else []
+    decoded: dict[int, torch.Tensor] = {}
+
+    def candidate_pixels(size: int) -> torch.Tensor:
+        """The candidates' pixels at a size, decoded once per size."""
+        if size not in decoded:
+            decoded[size] = torch.cat(
+                [
+                    load_pixels(s, size, settings.batch_size, settings.workers)
+                    for s in (candidates.members, candidates.non_members)
+                ]
+            )
+        return decoded[size]
+
+    # encode and attack, one feature space at a time (N x D floats each in memory)
     scored: list[AttackScores] = []
     for encoder in spaces:
         gen = encode(generated, encoder)
@@ -388,85 +242,64 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
             [encode(candidates.members, encoder), encode(candidates.non_members, encoder)]
         )
         ref = None if reference is None else encode(reference, encoder)
-        t = lap(f"encode {encoder.name}", t)
-        scored += feature_space_attacks(
-            encoder.name,
-            cand,
-            gen,
-            device,
-            reference=ref,
-            # the pixel baseline as the seed ran it: nearest neighbour, per-image Pearson
-            only_nearest=encoder.name == "pixels",
-            centre=encoder.name != "pixels",
+        clock.lap(f"encode {encoder.name}")
+        scored += space_attacks(
+            encoder, cand, gen, candidate_pixels, device, settings.seed, settings.batch_size, ref
         )
-        # an encoder's own attacks, e.g. the MAE's reconstruction error
-        scored += encoder.attacks([candidates.members, candidates.non_members], device)
-        t = lap(f"attacks {encoder.name}", t)
-        del gen, cand, ref  # one space's features in memory at a time (N x D floats each)
+        clock.lap(f"attacks {encoder.name}")
+        del gen, cand, ref
 
-    # Near-copies: the generated side is encoded (and cached) like any feature; the
-    # candidates' side needs their pixels, to shift and turn them.
-    near_copy_side = encode(generated, NearCopyEncoder(WORKING_SIZE))
-    candidate_pixels = torch.cat(
-        [
-            load_pixels(s, WORKING_SIZE, settings.batch_size, settings.workers)
-            for s in (candidates.members, candidates.non_members)
-        ]
-    )
-    t = lap("encode near-copy", t)
+    # near-copies: the generated side is encoded (and cached) like any feature; the
+    # candidates' side needs their pixels, to shift and turn them
+    near_copy_side = encode(generated, NearCopyEncoder())
+    pixels = candidate_pixels(WORKING_SIZE)
+    clock.lap("encode near-copy")
     scan = robust_scan(
         near_copy_side,
-        candidate_pixels,
+        pixels,
         device,
         progress=lambda done, total: progress("near-copy scan (candidates)", done, total),
     )
-    threshold = real_pair_threshold(candidate_pixels, device)
+    threshold = real_pair_threshold(pixels, device)
     near_copies = find_near_copies(scan, threshold)
-    scored.append(
-        AttackScores(
-            name="near-copy",
-            description="best local-structure similarity to a generated image over shifts of "
-            "up to 3 px and turns of 3 degrees",
-            scores=scan.candidate_best.double().numpy(),
-            neighbour_indices=scan.candidate_top_index.numpy(),
-            neighbour_similarities=scan.candidate_top.double().numpy(),
-        )
-    )
-    t = lap("attacks near-copy", t)
+    scored.append(near_copy_attack(scan))
+    clock.lap("attacks near-copy")
     # members come first among the candidates: a member's index is its candidate index
     canaries = pick_canaries(candidates.members.hashes, settings.canaries, settings.seed)
-    power = power_check(candidate_pixels, canaries, threshold, settings.seed, device)
-    t = lap("power check", t)
+    power = power_check(pixels, canaries, threshold, settings.seed, device)
+    clock.lap("power check")
 
+    # measure: every attack alone, then the gate's choice among them
     labels = candidates.labels
-
-    def measure(scores: np.ndarray) -> MembershipMetrics:
-        return membership_metrics(
-            scores,
-            labels,
-            settings.threshold_policy,
-            settings.folds,
-            settings.seed,
-            settings.bootstrap,
-        )
-
-    attacks = {a.name: AttackResult(a, measure(a.scores)) for a in scored}
-    # The gate: per fold, the attack that separated best on the other folds.
-    gate_metrics = measure(np.column_stack([a.scores for a in scored]))
+    policy, folds, seed, rounds = (
+        settings.threshold_policy,
+        settings.folds,
+        settings.seed,
+        settings.bootstrap,
+    )
+    attacks = {
+        a.name: AttackResult(a, membership_metrics(a.scores, labels, policy, folds, seed, rounds))
+        for a in scored
+    }
+    gate = best_per_fold(
+        np.column_stack([a.scores for a in scored]), labels, policy, folds, seed, rounds
+    )
+    # the evidence shown per candidate: its most similar generated images (the near-copy
+    # scan's, which allows for moves)
+    evidence = near_copy_attack(scan)
     attacks[GATE] = AttackResult(
         AttackScores(
-            name=GATE,
-            description="per fold, the attack with the best AUC on the other folds",
-            scores=gate_metrics.scores,
-            # the evidence shown per candidate: its most similar generated images (the
-            # near-copy scan's, which allows for moves)
-            neighbour_indices=scan.candidate_top_index.numpy(),
-            neighbour_similarities=scan.candidate_top.double().numpy(),
+            GATE,
+            GATE_DESCRIPTION,
+            gate.scores,
+            evidence.neighbour_indices,
+            evidence.neighbour_similarities,
         ),
-        gate_metrics,
+        gate,
     )
-    lap("metrics and gate", t)
-    timings["total"] = round(time.perf_counter() - started, 3)
+    clock.lap("metrics and gate")
+
+    # decide: the verdict is the gate's, computed from the result (gate.decide)
     result = AuditResult(
         settings=settings,
         generated=generated,
@@ -475,7 +308,7 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
         gating_attack=GATE,
         device=str(device),
         encoder={e.name: e.describe() for e in spaces},
-        timings=timings,
+        timings=clock.total(),
         versions=versions(),
         cache=None if cache is None else cache.stats(),
         near_copies=near_copies,
@@ -492,6 +325,8 @@ MAX_CLASS_RATIO = 1.5
 
 def audit_warnings(result: AuditResult) -> list[str]:
     """What a reader must know before trusting the verdict."""
+    from .results import skipped_images
+
     out = []
     members, non_members = result.candidates.members, result.candidates.non_members
     n_m, n_n = len(members), len(non_members)
@@ -502,7 +337,7 @@ def audit_warnings(result: AuditResult) -> list[str]:
             f"{result.settings.max_f1:.3f}, which assumes a balanced set. Judge by the AUC "
             "and the F1 over its chance level, or balance the used and not_used folders"
         )
-    skipped = result.skipped_images()
+    skipped = skipped_images(result)
     if skipped:
         by_role = ", ".join(
             f"{role} {sum(s['role'] == role for s in skipped)}"

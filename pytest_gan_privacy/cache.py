@@ -18,7 +18,7 @@ can leave a garbage entry, which the checksum rejects.
 Layout: `<folder>/<namespace>/<key[:2]>/<key>.safetensors`. An entry stands alone
 (no index to update with a read-modify-write that two processes would race on).
 Features are stored in packs of images that share a content-hash prefix (see
-`encoders.feature_packs`).
+`features.feature_packs`).
 
 Usage, e.g. for weights trained on a set of images::
 
@@ -34,13 +34,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch  # imported here, not lazily: a PyO3 module loads once per process
 import torch
+from filelock import FileLock
 
-from .report import atomic_write
+from .files import atomic_write
 
 CACHE_FORMAT = "pytest-gan-privacy-cache/1"
 ENV_VAR = "GAN_PRIVACY_CACHE_DIR"
@@ -135,6 +137,21 @@ class TensorCache:
                 f"the cache folder {self.folder} cannot be written ({exc.strerror or exc}); "
                 "nothing more was cached. Give a writable --cache-dir, or --no-cache"
             )
+
+    def lock(self, namespace: str, key: str) -> AbstractContextManager:
+        """An inter-process lock on one entry, held while it is computed: processes that
+        need the same entry (pytest-xdist workers training one MAE) compute it once and
+        the others read it. The operating system releases it if its holder dies. No
+        lock (nothing to wait for) when the folder cannot be written."""
+        if not self.writable or self.folder is None:
+            return nullcontext()
+        path = self._path(namespace, key).with_suffix(".lock")
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, as in put
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return nullcontext()
+        return FileLock(str(path))
 
     def stats(self) -> dict:
         """Where the cache is and how it served this run (for the JSON result)."""

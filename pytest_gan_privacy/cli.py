@@ -45,20 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from .audit import run_audit
-    from .progress import ProgressPrinter
-    from .report import check_outputs, write_outputs
+    from .files import check_outputs
+    from .report import write_outputs
+    from .results import summary_line
+    from .runtime import ProgressPrinter
     from .settings import AuditSettings
 
     given = {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
-    named = "report" in given
+    # a path the user named is theirs to replace; a default one only if we wrote it
+    named = [given[k] for k in ("report", "json") if k in given]
     given.setdefault("report", Path(DEFAULT_REPORT))
     given.setdefault("json", given["report"].with_suffix(".json"))
     settings = AuditSettings(**given)
-    check_outputs(settings.report, settings.json, named_by_user=named)
+    outputs = (settings.report, settings.json)
+    check_outputs([(path, path in named) for path in outputs])
     progress = None if args.quiet else ProgressPrinter(sys.stderr.write, sys.stderr.isatty())
     result = run_audit(settings, progress)
-    write_outputs(result, settings.report, settings.json, named_by_user=named)
-    print(result.summary())
+    write_outputs(result, *outputs, named=named)
+    print(summary_line(result))
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"report: {settings.report}\njson: {settings.json}")

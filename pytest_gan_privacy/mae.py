@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import AuditInputError
+from .runtime import autocast, use_bf16
 
 # Part of the weights' cache key: bump it when training gives other weights.
 MAE_VERSION = 1
@@ -247,23 +248,6 @@ def _masked_count(config: MAEConfig) -> int:
     return n - max(1, round(n * (1 - config.mask_ratio)))
 
 
-def use_bf16(device: torch.device) -> bool:
-    """bf16 autocast where the hardware does bf16 matrix multiplies natively (a CUDA GPU
-    that supports it; a CPU with AMX or AVX512-BF16: 7x the float32 rate here), else
-    float32, which is faster than emulated bf16."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    # private helpers of torch.cpu; where a torch lacks them, float32
-    names = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in names)
-
-
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
 def augment(pixels: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
     """A random horizontal flip per image and one random shift per batch (edges repeated)."""
     b = pixels.shape[0]
@@ -412,5 +396,4 @@ __all__ = [
     "PRESETS",
     "pretrained_config",
     "train",
-    "use_bf16",
 ]

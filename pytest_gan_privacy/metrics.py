@@ -9,10 +9,10 @@ the scores directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.stats import rankdata
 from sklearn.metrics import (
     confusion_matrix,
     f1_score,
@@ -46,7 +46,8 @@ class MembershipMetrics:
     thresholds: list[float]  # one per fold
     chosen: list[int] = field(default_factory=list)  # per fold, when choosing among attacks
     # per candidate, so not in as_dict(): the out-of-fold call (True: used) and the score
-    # the metrics were computed from (out-of-fold ranks when choosing among attacks)
+    # the metrics were computed from (out-of-fold ranks when choosing among attacks:
+    # gate.best_per_fold)
     calls: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
@@ -75,24 +76,42 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarr
     return [test for _train, test in splitter.split(np.zeros(len(labels)), labels)]
 
 
-def fit_threshold(scores: np.ndarray, labels: np.ndarray, policy: str) -> float:
-    """A score threshold fitted on labelled scores; a candidate at or above it is called used.
+def prevalence_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Call "used" the same fraction of candidates as are members (the attacker knows
+    how many images trained the model, as in ImageCLEFmed GANs): the threshold midway
+    between the last score called used and the first not called."""
+    ranked = np.sort(scores)[::-1]
+    n_called = min(max(1, int(round(labels.mean() * len(scores)))), len(scores) - 1)
+    return float((ranked[n_called - 1] + ranked[n_called]) / 2)
 
-    prevalence: call "used" the same fraction of candidates as are members (the
-        attacker knows how many images trained the model, as in ImageCLEFmed GANs).
-    max-f1: the threshold that maximises F1 on these scores.
-    """
-    if policy == "prevalence":
-        ranked = np.sort(scores)[::-1]
-        n_called = min(max(1, int(round(labels.mean() * len(scores)))), len(scores) - 1)
-        # midway between the last score called used and the first not called
-        return float((ranked[n_called - 1] + ranked[n_called]) / 2)
-    if policy == "max-f1":
-        precision, recall, thresholds = precision_recall_curve(labels, scores)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
-        return float(thresholds[int(np.argmax(f1[:-1]))])
-    raise ValueError(f"unknown threshold policy {policy!r}")
+
+def max_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold that maximises F1 on these scores."""
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+ThresholdRule = Callable[[np.ndarray, np.ndarray], float]
+
+# The threshold policies by name (settings.THRESHOLD_POLICIES lists these keys; a test
+# keeps them equal). Measured in benchmarks/threshold_policy.py: with no information,
+# prevalence gives F1 0.50, max-f1 0.66 (calling everything used gives 2/3).
+THRESHOLD_RULES: dict[str, ThresholdRule] = {
+    "prevalence": prevalence_threshold,
+    "max-f1": max_f1_threshold,
+}
+
+
+def fit_threshold(scores: np.ndarray, labels: np.ndarray, policy: str) -> float:
+    """A score threshold fitted on labelled scores by the named policy
+    (THRESHOLD_RULES); a candidate at or above it is called used."""
+    try:
+        rule = THRESHOLD_RULES[policy]
+    except KeyError:
+        raise ValueError(f"unknown threshold policy {policy!r}") from None
+    return rule(scores, labels)
 
 
 def cross_fitted_calls(
@@ -154,33 +173,6 @@ def bootstrap_f1_interval(
     return float(lo), float(hi)
 
 
-def cross_fitted_selection(
-    columns: np.ndarray, labels: np.ndarray, fold_tests: list[np.ndarray], policy: str
-) -> tuple[np.ndarray, list[float], list[int], np.ndarray]:
-    """Choose an attack per fold, on the other folds, and classify the fold with it.
-
-    `columns` is (C, A): A attacks' scores. For each fold, the attack with the best AUC
-    on the other folds is chosen and its threshold fitted there. Scores become ranks
-    over all candidates first (labels-blind), so folds that chose different attacks
-    give comparable out-of-fold scores. Returns the calls, the thresholds (in ranks),
-    the chosen column per fold and the out-of-fold scores.
-    """
-    ranks = np.column_stack([rankdata(c) / len(c) for c in columns.T])
-    calls = np.zeros(len(labels), dtype=bool)
-    out_of_fold = np.zeros(len(labels))
-    thresholds, chosen = [], []
-    for test in fold_tests:
-        train = np.setdiff1d(np.arange(len(labels)), test)
-        aucs = [roc_auc_score(labels[train], ranks[train, a]) for a in range(columns.shape[1])]
-        best = int(np.argmax(aucs))
-        threshold = fit_threshold(ranks[train, best], labels[train], policy)
-        calls[test] = ranks[test, best] >= threshold
-        out_of_fold[test] = ranks[test, best]
-        thresholds.append(threshold)
-        chosen.append(best)
-    return calls, thresholds, chosen, out_of_fold
-
-
 def membership_metrics(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -189,24 +181,32 @@ def membership_metrics(
     seed: int = 0,
     bootstrap: int = 1000,
 ) -> MembershipMetrics:
-    """Every number of one attack, or of a cross-fitted choice among attacks.
+    """Every number of one attack: a threshold cross-fitted by `policy` over stratified
+    folds, the metrics of its out-of-fold calls, and the threshold-free ones.
 
-    `scores` is (C,) for one attack or (C, A) to choose per fold among A attacks (see
-    `cross_fitted_selection`; `chosen` then names each fold's column). `labels` are 1
-    for members (used), 0 for non-members. Both must be in a name-independent order
-    (content-hash order), so that folds and bootstrap samples do not depend on names.
+    `scores` (C,), higher = more likely a member; `labels` 1 for members (used), 0 for
+    non-members. Both must be in a name-independent order (content-hash order), so
+    that folds and bootstrap samples do not depend on names.
     """
     labels = np.asarray(labels, dtype=int)
     scores = np.asarray(scores, dtype=float)
     check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
-    fold_tests = stratified_folds(labels, folds, seed)
-    chosen: list[int] = []
-    if scores.ndim == 2:
-        calls, thresholds, chosen, scores = cross_fitted_selection(
-            scores, labels, fold_tests, policy
-        )
-    else:
-        calls, thresholds = cross_fitted_calls(scores, labels, fold_tests, policy)
+    calls, thresholds = cross_fitted_calls(
+        scores, labels, stratified_folds(labels, folds, seed), policy
+    )
+    return summarise(labels, scores, calls, thresholds, seed, bootstrap)
+
+
+def summarise(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    calls: np.ndarray,
+    thresholds: list[float],
+    seed: int,
+    bootstrap: int,
+    chosen: list[int] | None = None,
+) -> MembershipMetrics:
+    """The metrics of out-of-fold `calls` and of the `scores` they came from."""
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, calls, average="binary", zero_division=0
     )
@@ -225,7 +225,7 @@ def membership_metrics(
         tpr_at_0_1pct_fpr=tpr_at_fpr(labels, scores, LOW_FPRS[1]),
         confusion={"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         thresholds=[float(t) for t in thresholds],
-        chosen=chosen,
+        chosen=list(chosen or []),
         calls=calls,
         scores=scores,
     )

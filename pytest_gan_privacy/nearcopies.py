@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from .encoders import local_structure
+from .encoders import FixedEncoder
 from .similarity import merge_top_k
+from .structure import crop, local_structure
 
 MAX_SHIFT = 3  # pixels at the 64 px working size (about 5 % of the image)
 ANGLES = (-3.0, 0.0, 3.0)  # degrees
@@ -44,11 +45,6 @@ def rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
     return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
 
-def _crop(images: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
-    m, (h, w) = MAX_SHIFT, images.shape[-2:]
-    return images[..., m + dy : h - m + dy, m + dx : w - m + dx]
-
-
 def transformed_crops(images: torch.Tensor) -> torch.Tensor:
     """Local-structure features of every shifted and rotated crop: (T, N, D)."""
     out = []
@@ -56,7 +52,7 @@ def transformed_crops(images: torch.Tensor) -> torch.Tensor:
         turned = rotate(images, degrees)
         for dy in range(-MAX_SHIFT, MAX_SHIFT + 1):
             for dx in range(-MAX_SHIFT, MAX_SHIFT + 1):
-                out.append(local_structure(_crop(turned, dy, dx)))
+                out.append(local_structure(crop(turned, MAX_SHIFT, dy, dx)))
     return torch.stack(out)
 
 
@@ -101,7 +97,18 @@ class RobustScan:
 def generated_side(images: torch.Tensor) -> torch.Tensor:
     """The generated images' side of the comparison: local structure of the centre
     crop, (N, D). Computed once per image (an encoder: NearCopyEncoder)."""
-    return local_structure(_crop(images))
+    return local_structure(crop(images, MAX_SHIFT))
+
+
+class NearCopyEncoder(FixedEncoder):
+    """The generated side of the near-copy scan as an encoder, so that it is streamed
+    and cached like any feature (the candidates' side needs their pixels, to move them)."""
+
+    name = "near-copy"
+    attacks = ()  # its scores come from the scan (attacks.near_copy_attack)
+
+    def encode_batch(self, pixels: torch.Tensor) -> torch.Tensor:
+        return generated_side(pixels)
 
 
 @torch.inference_mode()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ class _State:
 
     enabled: bool
     base: dict[str, Any]  # settings from the ini file and the command line
-    report_named: bool  # the user named the report path (may replace any file there)
+    named: tuple[Path, ...]  # output paths the user named (they may replace any file)
     # audits run in this process: settings key -> AuditResult or error message
     results: dict[tuple, Any] = field(default_factory=dict)
     errors: dict[tuple, str] = field(default_factory=dict)
@@ -46,8 +47,8 @@ class _State:
 
 
 STATE = pytest.StashKey[_State]()
-_NAMED = pytest.StashKey[bool]()  # on a test item: the user named its report path
-_RESULT = pytest.StashKey[Any]()  # on a test item: the AuditResult it recorded
+_NAMED = pytest.StashKey[list]()  # on a test item: its output paths the user named
+_RESULT = pytest.StashKey[Any]()  # on a test item: its AuditResult (for pytest-html)
 _HANDED = pytest.StashKey[list]()  # on a test item: audit outputs for its next test report
 REPORT_ATTRIBUTE = "gan_audit"  # the test report attribute that carries them
 
@@ -104,11 +105,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     enabled = bool(config.getoption("gan_audit"))
     base = _configured(config) if enabled else {}
-    report_named = "report" in base
-    if enabled and not report_named:
+    named = tuple(base[k] for k in ("report", "json") if k in base)
+    if enabled and "report" not in base:
         # the folder pytest was started in (rootdir can be an input folder's parent)
         base["report"] = Path(config.invocation_params.dir) / DEFAULT_REPORT
-    config.stash[STATE] = _State(enabled=enabled, base=base, report_named=report_named)
+    config.stash[STATE] = _State(enabled=enabled, base=base, named=named)
     if enabled and config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlExtras(), "gan-audit-html-extras")
     if enabled and not _is_xdist_worker(config):
@@ -158,7 +159,7 @@ def _make_settings(state: _State, overrides: dict[str, Any]) -> AuditSettings:
 
 def _progress(config: pytest.Config):
     """Progress lines on the terminal, outside pytest's output capture."""
-    from .progress import ProgressPrinter
+    from .runtime import ProgressPrinter
 
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capman = config.pluginmanager.get_plugin("capturemanager")
@@ -180,37 +181,45 @@ def _progress(config: pytest.Config):
     return ProgressPrinter(write, bool(reporter.isatty))  # a bool in older pytest, callable now
 
 
-def _with_outputs(state: _State, settings: AuditSettings, overrides: dict, node_name: str | None):
-    """Settings with their report paths, and whether the user named them.
+def _with_outputs(
+    state: _State, settings: AuditSettings, overrides: dict, node_name: str | None
+) -> tuple[AuditSettings, list[Path]]:
+    """Settings with their output paths, and the paths among them the user named.
 
     The configured audit writes the configured report; a test whose marker changes
     the settings writes its own `<report>-<test name>.html` unless the marker names one.
     """
     if "report" in overrides:
-        report, named = Path(overrides["report"]), True
-        json_path = overrides.get("json") or report.with_suffix(".json")
+        report = Path(overrides["report"])
+        json_path, named = report.with_suffix(".json"), [report]
     else:
-        report, named = state.base["report"], state.report_named
+        report = state.base["report"]
         json_path = state.base.get("json") or report.with_suffix(".json")
+        named = [p for p in (report, json_path) if p in state.named]
         if node_name is not None and set(overrides) - {"json"}:
             safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in node_name)
             report = report.with_name(f"{report.stem}-{safe}{report.suffix}")
-            json_path, named = report.with_suffix(".json"), False
+            json_path, named = report.with_suffix(".json"), []
+    if "json" in overrides:
+        json_path = Path(overrides["json"])
+        named.append(json_path)
     return replace(settings, report=report, json=Path(json_path)), named
 
 
-def run_cached_audit(node: pytest.Item, settings: AuditSettings, named: bool):
+def run_cached_audit(node: pytest.Item, settings: AuditSettings, named: list[Path]):
     """Run the audit for these settings once per session (per process under xdist) and
     hand its outputs over for writing (see `_ReportWriter`)."""
     from .audit import run_audit
-    from .report import check_outputs, render_outputs
+    from .files import check_outputs
+    from .report import render_outputs
+    from .results import details_line, summary_line
 
     state = _state(node.config)
     key = _settings_key(settings)
     if key in state.errors:
         raise AuditInputError(state.errors[key])
     if key not in state.results:
-        check_outputs(settings.report, settings.json, named)
+        check_outputs([(p, p in named) for p in (settings.report, settings.json)])
         try:
             state.results[key] = run_audit(settings, _progress(node.config))
         except AuditInputError as exc:
@@ -226,14 +235,16 @@ def run_cached_audit(node: pytest.Item, settings: AuditSettings, named: bool):
             {
                 "key": str(key),
                 "passed": result.passed,
-                "lines": _summary_lines(result),
+                "lines": [summary_line(result), details_line(result)],
                 "warnings": result.warnings,
                 "report": str(settings.report),
                 "json": str(settings.json),
-                "named": named,
-                "files": render_outputs(result, settings.report, settings.json),
+                "properties": _properties(result),
+                "files": render_outputs(result, settings.report, settings.json, named),
             },
         )
+    for warning in result.warnings:  # -W error and filterwarnings act on them
+        warnings.warn(GanAuditWarning(warning), stacklevel=2)
     return result
 
 
@@ -251,23 +262,12 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         payloads.clear()
 
 
-def _summary_lines(result) -> list[str]:
-    m = result.gate
-    return [
-        result.summary(),
-        f"  accuracy {m.accuracy:.3f}  precision {m.precision:.3f}  recall {m.recall:.3f}  "
-        f"specificity {m.specificity:.3f}  TPR@1%FPR "
-        f"{'n/a' if m.tpr_at_1pct_fpr is None else f'{m.tpr_at_1pct_fpr:.3f}'}  "
-        f"({result.seconds:.1f} s)",
-    ]
-
-
 class _ReportWriter:
     """Writes the audits' reports, each path once, and shows the audits in the
     terminal summary: registered only where reports are written (not on xdist workers)."""
 
     def __init__(self, config: pytest.Config):
-        self.state = _state(config)
+        self.config, self.state = config, _state(config)
 
     @pytest.hookimpl(tryfirst=True)  # before the terminal and JUnit see the report
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -282,14 +282,25 @@ class _ReportWriter:
             if not files:
                 continue
             try:
-                write_files(files, payload["named"])
+                write_files(files)
             except (AuditInputError, OSError) as exc:  # the test fails: a report was lost
                 report.outcome = "failed"
                 report.longrepr = f"the audit's report was not written: {exc}"
                 shown.setdefault("problems", []).append(str(report.longrepr))
                 continue
-            self.state.written.update(p for p, _text in files)
+            self.state.written.update(path for path, *_ in files)
             shown["outputs"].append((payload["report"], payload["json"]))
+            self._record(payload.get("properties", ()))
+
+    def _record(self, properties) -> None:
+        """An audit's numbers as suite-level JUnit properties, valid under every
+        junit_family (test-level <properties> are not valid in xunit2)."""
+        from _pytest.junitxml import xml_key  # what record_testsuite_property uses
+
+        xml = self.config.stash.get(xml_key, None)
+        if xml is not None:
+            for name, value in properties:
+                xml.add_global_property(name, value)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.state.shown:
@@ -311,22 +322,27 @@ class _ReportWriter:
                 terminalreporter.write_line(f"  ERROR: {problem}", red=True)
 
 
-def _record(node: pytest.Item, result) -> None:
-    """The key numbers as JUnit XML properties."""
+def _properties(result) -> list[tuple[str, str]]:
+    """The key numbers for JUnit XML; a number that could not be measured is empty."""
     m = result.gate
-    for name, value in (
-        ("gan_audit_verdict", result.verdict),
-        ("gan_audit_f1", round(m.f1, 4)),
-        ("gan_audit_f1_ci_low", round(m.f1_ci[0], 4)),
-        ("gan_audit_f1_ci_high", round(m.f1_ci[1], 4)),
-        ("gan_audit_chance_f1", round(m.chance_f1, 4)),
-        ("gan_audit_max_f1", result.settings.max_f1),
-        ("gan_audit_auc", round(m.auc, 4)),
-        ("gan_audit_tpr_at_1pct_fpr", m.tpr_at_1pct_fpr),
-        ("gan_audit_report", str(result.settings.report)),
-    ):
-        node.user_properties.append((name, value))
-    node.stash[_RESULT] = result
+
+    def text(value) -> str:
+        return "" if value is None else str(round(value, 4) if isinstance(value, float) else value)
+
+    return [
+        (name, text(value))
+        for name, value in (
+            ("gan_audit_report", str(result.settings.report)),
+            ("gan_audit_verdict", result.verdict),
+            ("gan_audit_f1", m.f1),
+            ("gan_audit_f1_ci_low", m.f1_ci[0]),
+            ("gan_audit_f1_ci_high", m.f1_ci[1]),
+            ("gan_audit_chance_f1", m.chance_f1),
+            ("gan_audit_max_f1", result.settings.max_f1),
+            ("gan_audit_auc", m.auc),
+            ("gan_audit_tpr_at_1pct_fpr", m.tpr_at_1pct_fpr),
+        )
+    ]
 
 
 class _HtmlExtras:
@@ -342,6 +358,8 @@ class _HtmlExtras:
             return
         from pytest_html import extras
 
+        from .results import summary_line
+
         path = Path(result.settings.report).resolve()
         link = path.as_uri()
         html_path = item.config.getoption("htmlpath", None)
@@ -355,10 +373,15 @@ class _HtmlExtras:
             *getattr(report, "extras", []),
             extras.html(
                 f'<p style="color: {colour}"><strong>GAN privacy audit</strong>: '
-                f"{html.escape(result.summary())}</p>"
+                f"{html.escape(summary_line(result))}</p>"
             ),
             extras.url(link, name=f"GAN privacy audit report ({result.verdict})"),
         ]
+
+
+class GanAuditWarning(pytest.PytestWarning):
+    """What a reader must know before trusting an audit (unbalanced candidates,
+    skipped images...): issued as a warning, so -W error and filterwarnings act on it."""
 
 
 class LeakageOverLimit(Exception):
@@ -372,13 +395,12 @@ class GanAuditItem(pytest.Item):
         state = _state(self.config)
         settings, named = _with_outputs(state, _make_settings(state, {}), {}, None)
         result = run_cached_audit(self, settings, named)
-        _record(self, result)
+        self.stash[_RESULT] = result
         if not result.passed:
-            m = result.gate
+            from .results import summary_line
+
             raise LeakageOverLimit(
-                f"{'; '.join(result.failures)} "
-                f"(F1 95% CI {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}, chance {m.chance_f1:.3f}, "
-                f"AUC {m.auc:.3f}); report: {settings.report}"
+                f"{'; '.join(result.failures)}\n{summary_line(result)}\nreport: {settings.report}"
             )
 
     def repr_failure(self, excinfo, style=None):
@@ -462,10 +484,10 @@ def gan_audit_result(request: pytest.FixtureRequest, gan_audit_settings: AuditSe
 
     `result.passed`, `result.f1`, `result.gate` (all metrics), `result.as_dict()`.
     """
-    named = request.node.stash.get(_NAMED, False)
+    named = request.node.stash.get(_NAMED, [])
     try:
         result = run_cached_audit(request.node, gan_audit_settings, named)
     except AuditInputError as exc:
         pytest.fail(str(exc), pytrace=False)
-    _record(request.node, result)
+    request.node.stash[_RESULT] = result
     return result

@@ -6,9 +6,9 @@ from the same dict as the JSON (embedded in it, too), so the two carry the same
 numbers. By default it holds no pixels of real images (patient data): real
 candidates appear as IDs and short hashes, and only generated images as thumbnails.
 
-Files are written to a temporary name and renamed, so an interrupted run leaves
-the old file or the new one, never half of one. A file at a default path is
-replaced only when this tool wrote it; a path the user named is theirs to replace.
+Files are written through files.atomic_write (an interrupted run leaves the old
+file or the new one) and checked by files.check_outputs (a file at a default path is
+replaced only when this tool wrote it; a path the user named is theirs to replace).
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
-import os
-import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
-from .errors import AuditInputError
+from .files import GENERATOR, atomic_write, check_outputs
+from .metrics import LOW_FPRS
 
-GENERATOR = "pytest-gan-privacy"
 RISKIEST = 10  # candidates shown with their nearest generated images
 NEAR_COPIES_SHOWN = 20  # near-copy pairs shown with thumbnails (all are in the JSON)
 THUMBNAIL_PX = 64
@@ -78,8 +76,10 @@ def _charts(data: dict) -> dict[str, str]:
 
 
 def render_html(result) -> str:
-    """The HTML report of an AuditResult."""
+    """The HTML report of an AuditResult, drawn from its JSON (results.result_json)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    from .results import result_json, summary_line
 
     env = Environment(
         loader=FileSystemLoader(templates_dir()),
@@ -89,7 +89,7 @@ def render_html(result) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    data = _json_ready(result.as_dict())
+    data = result_json(result)
     rows = data["candidates"]
     # indices of the highest scores; ties stay in content-hash order
     riskiest = sorted(range(len(rows)), key=lambda i: -rows[i]["score"])[:RISKIEST]
@@ -104,95 +104,52 @@ def render_html(result) -> str:
         real_thumbnails = {rows[i]["id"]: thumbnail_uri(real[i]) for i in riskiest}
     return env.get_template("report.html.j2").render(
         r=data,
-        summary=result.summary(),
+        summary=summary_line(result),
         generator=GENERATOR,
         charts=_charts(data),
         riskiest=riskiest,
         near_copies=near_copies,
         thumbnails=thumbnails,
         real_thumbnails=real_thumbnails,
+        # TPR at each low FPR needs at least 1 / FPR non-members (metrics.tpr_at_fpr)
+        min_non_members=[round(1 / fpr) for fpr in LOW_FPRS],
     )
 
 
-def _json_ready(value):
-    """NaN and infinity are not JSON: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
+# An output to write: (path, text, whether the user named that very path).
+Output = tuple[str, str, bool]
 
 
-def atomic_write(path: Path, content: str | bytes, durable: bool = True) -> None:
-    """Write `content` (text as UTF-8) to `path` through a uniquely named temporary
-    file in the same folder and a rename: readers, and a run killed midway, see the
-    old file or the new one. `durable` also fsyncs before the rename (survives a power
-    cut; cache entries skip it, they are checked when read)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def render_outputs(
+    result, html_path: Path | None, json_path: Path | None, named: Collection[Path] = ()
+) -> list[Output]:
+    """The JSON result and the HTML report, rendered (either path may be None: not
+    rendered); `named`: the paths the user named, which may replace any file. Plain
+    strings, so a pytest-xdist worker can hand them over."""
+    from .results import result_json
 
-
-def check_replaceable(path: Path, named_by_user: bool) -> None:
-    """Refuse to replace a file at a default path that this tool did not write."""
-    path = Path(path)
-    if named_by_user or not path.exists():
-        return
-    try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:4096]
-    except OSError:
-        head = ""
-    if GENERATOR not in head:
-        raise AuditInputError(
-            f"{path} exists and was not written by {GENERATOR}; it is left alone. "
-            "Name the report's path explicitly (--report / --json) to replace it, or move it."
-        )
-
-
-def check_outputs(html_path: Path | None, json_path: Path | None, named_by_user: bool) -> None:
-    """Refuse, before any work, outputs that would replace a file the user wrote."""
-    for path in (html_path, json_path):
-        if path is not None:
-            check_replaceable(path, named_by_user)
-
-
-def render_outputs(result, html_path: Path | None, json_path: Path | None) -> list[tuple[str, str]]:
-    """(path, text) of the JSON result and the HTML report (either path may be None:
-    not rendered). Plain strings, so a pytest-xdist worker can hand them over."""
+    named_paths = {str(p) for p in named}
     files = []
     if json_path is not None:
-        text = json.dumps(_json_ready(result.as_dict()), indent=2, allow_nan=False)
-        files.append((str(json_path), text + "\n"))
+        text = json.dumps(result_json(result), indent=2, allow_nan=False) + "\n"
+        files.append((str(json_path), text, str(json_path) in named_paths))
     if html_path is not None:
-        files.append((str(html_path), render_html(result)))
+        files.append((str(html_path), render_html(result), str(html_path) in named_paths))
     return files
 
 
-def write_files(files: list[tuple[str, str]], named_by_user: bool) -> None:
+def write_files(files: list[Output]) -> None:
     """Write rendered outputs, each atomically, after checking that none replaces a
     file the user wrote."""
-    for path, _text in files:
-        check_replaceable(Path(path), named_by_user)
-    for path, text in files:
+    check_outputs([(Path(path), named) for path, _text, named in files])
+    for path, text, _named in files:
         atomic_write(Path(path), text)
 
 
 def write_outputs(
-    result, html_path: Path | None, json_path: Path | None, named_by_user: bool = True
+    result, html_path: Path | None, json_path: Path | None, named: Collection[Path] | None = None
 ) -> None:
-    """Write the HTML report and the JSON result (either may be None: not written)."""
-    check_outputs(html_path, json_path, named_by_user)
-    write_files(render_outputs(result, html_path, json_path), named_by_user)
+    """Write the HTML report and the JSON result (either may be None: not written).
+    `named`: the paths the user named (default: both, as a caller that passes paths)."""
+    named = [p for p in (html_path, json_path) if p is not None] if named is None else named
+    write_files(render_outputs(result, html_path, json_path, named))

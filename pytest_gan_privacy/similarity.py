@@ -61,7 +61,6 @@ class GeneratedScan:
 
     top_values: torch.Tensor  # (C, k) each candidate's k best similarities to generated
     top_indices: torch.Tensor  # (C, k) and which generated images they are
-    votes: torch.Tensor  # (C,) retrieval votes: each generated image's vote for its best match
     soft_votes: torch.Tensor  # (C,) each generated image's vote spread by softmax(sim / t)
 
 
@@ -77,22 +76,18 @@ def scan_generated(
     """Stream blocks of generated images against all candidates (L2-normalised rows).
 
     Memory is one block (at most `max_block_floats` similarities), whatever the number
-    of generated images. A tie for a generated image's best match splits its vote, so
-    votes do not depend on the candidates' order.
+    of generated images.
     """
     device = torch.device(device)
     k = min(k, len(generated))
     cands = candidates.to(device)
     top_v = torch.full((len(cands), k), -float("inf"), device=device)
     top_i = torch.zeros((len(cands), k), dtype=torch.long, device=device)
-    votes = torch.zeros(len(cands), dtype=torch.float64, device=device)
     soft = torch.zeros(len(cands), dtype=torch.float64, device=device)
     block = max(1, max_block_floats // max(1, len(cands)))
     for g0 in range(0, len(generated), block):
         sims = generated[g0 : g0 + block].to(device) @ cands.T  # (B, C)
         v, i = sims.T.topk(min(k, sims.shape[0]), dim=1)
         top_v, top_i = merge_top_k(top_v, top_i, v, i + g0, k)
-        ties = (sims == sims.amax(dim=1, keepdim=True)).double()
-        votes += (ties / ties.sum(dim=1, keepdim=True)).sum(dim=0)
         soft += torch.softmax(sims.double() / temperature, dim=1).sum(dim=0)
-    return GeneratedScan(top_v.cpu(), top_i.cpu(), votes.cpu(), soft.cpu())
+    return GeneratedScan(top_v.cpu(), top_i.cpu(), soft.cpu())

@@ -9,6 +9,7 @@ import pytest
 # pytester's in-process runs drop the modules first imported inside them, and torch,
 # numpy and friends cannot be imported twice in one process: import them all first.
 import timm  # noqa: F401
+from helpers import TINY_MAE  # noqa: E402
 
 import pytest_gan_privacy.audit  # noqa: F401
 from pytest_gan_privacy import mae
@@ -16,22 +17,7 @@ from pytest_gan_privacy.synthetic import make_release
 
 pytest_plugins = ["pytester"]
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brainmri64"
 
-# An MAE that trains in a fraction of a second: what the audits in the tests use.
-TINY_MAE = mae.MAEConfig(
-    img_size=32,
-    patch_size=8,
-    embed_dim=32,
-    depth=1,
-    num_heads=2,
-    decoder_dim=32,
-    decoder_depth=1,
-    decoder_heads=2,
-    epochs=3,
-    batch_size=64,
-    warmup_epochs=1,
-)
 REAL_MAE_PRESETS = dict(mae.PRESETS)
 
 
@@ -59,25 +45,6 @@ def clean_release(tmp_path_factory) -> Path:
         n_generated=150,
         seed=2,
     )
-
-
-def audit_args(release: Path) -> list[str]:
-    """Command-line paths of a release in the audit's layout."""
-    return [
-        "--generated",
-        str(release / "generated"),
-        "--used",
-        str(release / "real" / "used"),
-        "--not-used",
-        str(release / "real" / "not_used"),
-    ]
-
-
-def requires_shared_data(scenario: str) -> Path:
-    path = SHARED_DATA / scenario
-    if not path.is_dir():
-        pytest.skip(f"{path} is not here (the shared benchmark data)")
-    return path
 
 
 @pytest.fixture(autouse=True, scope="session")

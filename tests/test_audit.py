@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import settings_for
 from PIL import Image
 from safetensors.torch import save_file
 
 from pytest_gan_privacy.audit import run_audit
-from pytest_gan_privacy.encoders import TimmViTEncoder, encode_images
+from pytest_gan_privacy.encoders import TimmViTEncoder
 from pytest_gan_privacy.errors import AuditInputError
+from pytest_gan_privacy.features import encode_images
 from pytest_gan_privacy.images import load_image_set
 from pytest_gan_privacy.report import write_outputs
-from pytest_gan_privacy.settings import AuditSettings
 
 JSON_KEYS = {
     "passed",
@@ -40,16 +41,6 @@ JSON_KEYS = {
     "seconds",
     "versions",
 }
-
-
-def settings_for(release: Path, **kwargs) -> AuditSettings:
-    return AuditSettings(
-        generated=release / "generated",
-        used=release / "real" / "used",
-        not_used=release / "real" / "not_used",
-        workers=0,
-        **kwargs,
-    )
 
 
 def test_leaky_release_fails_and_clean_release_passes(leaky_release, clean_release):
@@ -216,6 +207,7 @@ def test_an_audit_makes_no_network_connection(leaky_release, monkeypatch, tmp_pa
     assert not run_audit(settings_for(leaky_release, no_cache=True)).passed
     vit = TimmViTEncoder("vit_tiny_patch16_224", weights, image_size=32)
     members = load_image_set(leaky_release / "real" / "used", "used")
+    vit.fit(members, torch.device("cpu"), lambda *progress: None)
     assert encode_images(members, vit, "cpu", workers=0).shape == (30, 192)
 
 

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import audit_args
+from helpers import audit_args, write_big_png
 from PIL import Image
-from test_images import write_big_png
 
 from pytest_gan_privacy.cli import main
 from pytest_gan_privacy.settings import OPTIONS

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from pytest_gan_privacy.checkpoints import load_state_dict
 from pytest_gan_privacy.encoders import PixelEncoder, TimmViTEncoder
 from pytest_gan_privacy.errors import AuditInputError
+from pytest_gan_privacy.runtime import no_progress
 
 MODEL = "vit_tiny_patch16_224"
 
@@ -21,6 +22,13 @@ def tiny_vit_state() -> dict:
     return timm.create_model(MODEL, pretrained=False, num_classes=0).state_dict()
 
 
+def _loaded(model: str, path: Path) -> TimmViTEncoder:
+    """A ViT encoder with its checkpoint loaded (fit loads it; it learns nothing)."""
+    encoder = TimmViTEncoder(model, path)
+    encoder.fit(None, torch.device("cpu"), no_progress)
+    return encoder
+
+
 def _features(encoder, n=3):
     x = torch.rand(n, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     return encoder.encode_batch(x)
@@ -29,7 +37,7 @@ def _features(encoder, n=3):
 def test_safetensors_checkpoint_gives_the_models_features(tmp_path: Path, tiny_vit_state):
     path = tmp_path / "vit.safetensors"
     save_file({k: v.contiguous() for k, v in tiny_vit_state.items()}, str(path))
-    encoder = TimmViTEncoder(MODEL, path)
+    encoder = _loaded(MODEL, path)
     reference = timm.create_model(MODEL, pretrained=False, num_classes=0)
     reference.load_state_dict(tiny_vit_state)
     reference.eval()
@@ -44,7 +52,7 @@ def test_official_mae_format_with_decoder_keys_loads(tmp_path: Path, tiny_vit_st
     state["decoder_embed.weight"] = torch.zeros(128, 192)
     path = tmp_path / "mae_pretrain.pth"
     torch.save({"model": state, "epoch": 3}, path)
-    features = _features(TimmViTEncoder(MODEL, path))
+    features = _features(_loaded(MODEL, path))
     assert features.shape == (3, 192) and torch.isfinite(features).all()
 
 
@@ -52,7 +60,7 @@ def test_checkpoint_of_another_model_is_refused_with_the_fix(tmp_path: Path, tin
     path = tmp_path / "small.pth"
     torch.save({k: v for k, v in tiny_vit_state.items() if not k.startswith("blocks.11")}, path)
     with pytest.raises(AuditInputError, match="does not fit the timm model.*--vit-model"):
-        TimmViTEncoder(MODEL, path)
+        _loaded(MODEL, path)
 
 
 class _Exploit:

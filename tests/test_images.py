@@ -1,13 +1,12 @@
 import os
 import signal
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_big_png
 from PIL import Image
 
 from pytest_gan_privacy.errors import AuditInputError
@@ -90,24 +89,6 @@ def test_unreadable_images_are_all_listed_by_name(tmp_path: Path):
     for name in ("text.png", "empty.png", "cut.png", "dot.png"):
         assert name in message
     assert "good.png" not in message
-
-
-def write_big_png(path: Path, width: int, height: int, row: bytes | None = None) -> Path:
-    """A valid grey PNG of any size without holding its pixels: every row the same
-    (`row`, default black), compressed as a stream."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    line = b"\0" + (row if row is not None else bytes(width))
-    packer = zlib.compressobj(1)
-    data = b"".join(packer.compress(line) for _ in range(height)) + packer.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-    )
-    return path
 
 
 def test_a_20000_pixel_square_image_is_refused_by_name(tmp_path: Path):
@@ -200,7 +181,8 @@ def test_every_image_unreadable_stops_even_when_skipping(tmp_path: Path):
     (tmp_path / "a.png").write_text("not an image")
     images = load_image_set(tmp_path, "used", skip_bad=True)
     with pytest.raises(AuditInputError, match="1 of 1 used images.*none is left to audit"):
-        from pytest_gan_privacy.encoders import PixelEncoder, encode_images
+        from pytest_gan_privacy.encoders import PixelEncoder
+        from pytest_gan_privacy.features import encode_images
 
         encode_images(images, PixelEncoder(8), "cpu", workers=0)
 

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MAE
+from helpers import TINY_MAE
 from timm.models.vision_transformer import VisionTransformer
 
 from pytest_gan_privacy import mae
 from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.cache import TensorCache
-from pytest_gan_privacy.encoders import MAEEncoder, encode_images
+from pytest_gan_privacy.checkpoints import load_state_dict
+from pytest_gan_privacy.encoders import MAEEncoder
 from pytest_gan_privacy.errors import AuditInputError
+from pytest_gan_privacy.features import encode_images
 from pytest_gan_privacy.images import load_image_set, load_pixels
 from pytest_gan_privacy.settings import AuditSettings
 
@@ -146,26 +148,28 @@ def test_pretrained_mae_checkpoint_initialises_the_encoder(tmp_path: Path, gener
     path = tmp_path / "mae_pretrain.pth"
     torch.save({"model": state, "epoch": 1}, path)
 
-    encoder = MAEEncoder(TINY_MAE, "cpu", checkpoint=path, workers=0)
-    config = encoder.config
+    config, init = mae.pretrained_config(load_state_dict(path), TINY_MAE, str(path))
     assert (config.embed_dim, config.depth, config.patch_size, config.img_size) == (64, 2, 8, 32)
-    model = mae.build_model(config, 0, encoder.init)
+    model = mae.build_model(config, 0, init)
     weights = vit.state_dict()
     assert torch.equal(model.blocks[1].mlp.fc2.weight, weights["blocks.1.mlp.fc2.weight"])
     grey_kernel = weights["patch_embed.proj.weight"].sum(dim=1, keepdim=True)
     assert torch.allclose(model.patch_embed.proj.weight, grey_kernel)
     assert not torch.equal(mae.build_model(config, 0).blocks[1].mlp.fc2.weight, grey_kernel)
 
-    encoder.fit(generated, DEVICE, _no_progress)  # fine-tunes from there
+    encoder = MAEEncoder(TINY_MAE, "cpu", checkpoint=path, workers=0)
+    encoder.fit(generated, DEVICE, _no_progress)  # loads the checkpoint, fine-tunes from there
+    assert encoder.config == config
     assert encode_images(generated, encoder, DEVICE, workers=0).shape == (150, 16 * 64)
     assert encoder.describe()["initialised_from"] == str(path)
 
 
-def test_a_checkpoint_without_a_vit_encoder_is_refused(tmp_path: Path):
+def test_a_checkpoint_without_a_vit_encoder_is_refused(tmp_path: Path, generated):
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7)}, path)
+    encoder = MAEEncoder(TINY_MAE, "cpu", checkpoint=path)  # configures only
     with pytest.raises(AuditInputError, match="holds no ViT encoder"):
-        MAEEncoder(TINY_MAE, "cpu", checkpoint=path)
+        encoder.fit(generated, DEVICE, _no_progress)
 
 
 def test_sincos_position_embedding_is_the_papers():

@@ -1,7 +1,7 @@
 """The near-copy detector and the power check, on synthetic phantoms."""
 
-import numpy as np
 import torch
+from helpers import phantoms
 
 from pytest_gan_privacy.nearcopies import (
     augmented_copies,
@@ -12,12 +12,6 @@ from pytest_gan_privacy.nearcopies import (
     real_pair_threshold,
     robust_scan,
 )
-from pytest_gan_privacy.synthetic import phantom
-
-
-def _phantoms(n: int, seed: int) -> torch.Tensor:
-    rng = np.random.default_rng(seed)
-    return torch.from_numpy(np.stack([phantom(rng) for _ in range(n)]) / 255.0).float()[:, None]
 
 
 def _brute_force(generated: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -28,7 +22,7 @@ def _brute_force(generated: torch.Tensor, candidates: torch.Tensor) -> torch.Ten
 
 
 def test_blockwise_scan_equals_the_full_comparison():
-    generated, candidates = _phantoms(9, 0), _phantoms(40, 1)
+    generated, candidates = phantoms(9, 0), phantoms(40, 1)
     scan = robust_scan(generated_side(generated), candidates, block=4)
     full = _brute_force(generated, candidates)
     assert torch.allclose(scan.generated_best, full.amax(dim=1), atol=1e-5)
@@ -38,11 +32,11 @@ def test_blockwise_scan_equals_the_full_comparison():
 
 
 def test_moved_copies_are_found_and_fresh_images_are_not():
-    members, others = _phantoms(20, 2), _phantoms(20, 3)
+    members, others = phantoms(20, 2), phantoms(20, 3)
     candidates = torch.cat([members, others])
     threshold = real_pair_threshold(candidates)
     copies = augmented_copies(members[:8], seed=4)
-    fresh = _phantoms(30, 5)
+    fresh = phantoms(30, 5)
     near = find_near_copies(
         robust_scan(generated_side(torch.cat([copies, fresh])), candidates), threshold
     )
@@ -52,7 +46,7 @@ def test_moved_copies_are_found_and_fresh_images_are_not():
 
 
 def test_the_threshold_ignores_each_image_itself():
-    candidates = _phantoms(40, 6)  # two blocks of candidates
+    candidates = phantoms(40, 6)  # two blocks of candidates
     full = _brute_force(candidates, candidates)
     full.fill_diagonal_(-float("inf"))
     assert abs(real_pair_threshold(candidates) - float(full.max())) < 1e-5
@@ -60,7 +54,7 @@ def test_the_threshold_ignores_each_image_itself():
 
 
 def test_power_check_finds_planted_copies():
-    candidates = _phantoms(30, 7)
+    candidates = phantoms(30, 7)
     threshold = real_pair_threshold(candidates)
     members = pick_canaries([f"{i:064x}" for i in range(15)], count=5, seed=0)
     check = power_check(candidates, members, threshold, seed=0)

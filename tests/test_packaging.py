@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import audit_args
+from helpers import audit_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,9 @@ def test_a_leak_fails_with_f1_limit_and_report_path(pytester: pytest.Pytester, l
     result.stdout.fnmatch_lines(
         [
             "*gan_privacy_audit*",
-            "leakage F1 0.* is over the limit 0.600 (F1 95% CI *; report: *gan-audit-report.html",
+            "leakage F1 0.* is over the limit 0.600",
+            "FAIL: leakage F1 0.* (95% CI *, chance *) vs limit 0.600; AUC *",
+            "report: *gan-audit-report.html",
         ]
     )
     assert "Traceback" not in result.stdout.str()

@@ -1,22 +1,17 @@
 """The HTML report: content, same numbers as the JSON, privacy, escaping, pytest-html."""
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import audit_args
-from test_audit import settings_for
+from helpers import audit_args, settings_for
 
 from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.charts import attack_f1_svg, roc_curve_svg, score_histogram_svg
@@ -260,47 +255,3 @@ def test_warnings_and_skipped_images_are_in_the_report(clean_release, tmp_path: 
     assert html.count('class="banner warn"') == 2
     assert "unbalanced candidates: 30 used vs 10 not_used" in html
     assert 'id="skipped"' in html and "&lt;i&gt;bad.png" in html and "<i>bad" not in html
-
-
-def test_an_interrupted_write_leaves_the_old_file(tmp_path: Path, monkeypatch):
-    """Ctrl-C between writing and renaming: the old report stays whole, no litter."""
-
-    from pytest_gan_privacy import report
-
-    target = tmp_path / "gan-audit-report.json"
-    target.write_text("old")
-
-    def interrupted(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        report.atomic_write(target, "new" * 1000)
-    assert target.read_text() == "old" and os.listdir(tmp_path) == [target.name]
-
-
-def test_a_killed_writer_leaves_the_old_file_or_the_new_one(tmp_path: Path):
-    """A process killed while writing a large file (SIGKILL: no clean-up runs): the file
-    is the old one or the new one, never a part."""
-
-    target = tmp_path / "report.html"
-    target.write_text("old report")
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pytest_gan_privacy.report import atomic_write; "
-            "atomic_write(sys.argv[1], b'x' * 50_000_000)",
-            str(target),
-        ]
-    )
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".report.html.*.tmp")) and writer.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    os.kill(writer.pid, signal.SIGKILL)
-    writer.wait()
-    size = target.stat().st_size
-    assert size in (len("old report"), 50_000_000)
-    if size == len("old report"):
-        assert target.read_text() == "old report"

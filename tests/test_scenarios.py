@@ -3,9 +3,10 @@ a generator that never saw the candidates passes, one that copied them fails. (W
 tests' tiny MAE: benchmarks/mae.py measures the real presets on every scenario.)"""
 
 import pytest
-from conftest import requires_shared_data
+from helpers import requires_shared_data
 
 from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy.results import summary_line
 from pytest_gan_privacy.settings import AuditSettings
 
 
@@ -19,6 +20,6 @@ def test_default_verdicts_on_brainmri64(scenario, passes):
             not_used=root / "real" / "not_used",
         )
     )
-    assert result.passed is passes, result.summary()
+    assert result.passed is passes, summary_line(result)
     if passes:
         assert 0.4 < result.gate.auc < 0.6

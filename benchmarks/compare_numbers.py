@@ -1,0 +1,120 @@
+"""Record the JSON of every brainmri64 scenario, or compare two recordings.
+
+    python benchmarks/compare_numbers.py record OUT [--features pixels]
+    python benchmarks/compare_numbers.py compare BEFORE AFTER [--mae-tolerance 0.03]
+
+A refactoring must not move numbers: every attack's per-candidate scores (matched by
+content hash, so names do not matter), its metrics and the verdict. Attacks on the
+pixel-based spaces (pixels, patches, near-copy) must be identical; those of a trained
+MAE (and the gate, when it chose one) may differ within `--mae-tolerance` in AUC and F1,
+because bf16 training on a CPU is not bit-reproducible across thread counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brainmri64"
+SCENARIOS = ("copies", "dcgan-100", "vae-100", "dcgan-1000", "disjoint")
+METRICS = ("f1", "f1_ci", "chance_f1", "auc", "tpr_at_1pct_fpr", "confusion", "thresholds")
+
+
+def record(out: Path, features: str) -> None:
+    from pytest_gan_privacy.audit import run_audit
+    from pytest_gan_privacy.report import write_outputs
+    from pytest_gan_privacy.settings import AuditSettings
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SCENARIOS:
+        root = DATA / name
+        settings = AuditSettings(
+            generated=root / "generated",
+            used=root / "real" / "used",
+            not_used=root / "real" / "not_used",
+            features=features,
+            no_cache=True,
+        )
+        result = run_audit(settings)
+        write_outputs(result, None, out / f"{name}-{features}.json")
+        print(f"{name}: {result.verdict} F1 {result.f1:.3f}")
+
+
+def _scores(data: dict) -> dict[str, dict[str, float]]:
+    """attack -> candidate hash -> score."""
+    out: dict[str, dict[str, float]] = {}
+    for row in data["candidates"]:
+        for attack, score in row["attack_scores"].items():
+            out.setdefault(attack, {})[row["sha256"]] = score
+    return out
+
+
+def _learned(attack: str, data: dict) -> bool:
+    if attack == data["gating_attack"]:
+        return any(_learned(a, data) for a in data["gate_choices"])
+    return attack.split()[0] in ("mae", "vit")
+
+
+def compare(before_dir: Path, after_dir: Path, tolerance: float) -> int:
+    problems = 0
+    print(
+        f"{'file':24s} {'attack':28s} {'identical':>9s} {'max |d score|':>13s} {'d AUC':>7s} {'d F1':>7s}"
+    )
+    for before_path in sorted(before_dir.glob("*.json")):
+        after_path = after_dir / before_path.name
+        if not after_path.is_file():
+            print(f"{before_path.name}: missing in {after_dir}")
+            problems += 1
+            continue
+        before, after = json.loads(before_path.read_text()), json.loads(after_path.read_text())
+        sb, sa = _scores(before), _scores(after)
+        for attack in before["attacks"]:
+            if attack not in after["attacks"]:
+                print(f"{before_path.name:24s} {attack:28s} missing after")
+                problems += 1
+                continue
+            mb, ma = before["attacks"][attack], after["attacks"][attack]
+            diff = max(abs(sb[attack][h] - sa[attack][h]) for h in sb[attack])
+            same = diff == 0 and all(mb[k] == ma[k] for k in METRICS)
+            d_auc, d_f1 = ma["auc"] - mb["auc"], ma["f1"] - mb["f1"]
+            if _learned(attack, before):
+                ok = abs(d_auc) <= tolerance and abs(d_f1) <= tolerance
+            else:
+                ok = same
+            problems += not ok
+            print(
+                f"{before_path.name:24s} {attack:28s} {str(same):>9s} {diff:13.2e} "
+                f"{d_auc:+7.3f} {d_f1:+7.3f}{'' if ok else '  <-- moved'}"
+            )
+        for key in ("verdict", "near_copies", "power_check"):
+            b, a = before[key], after[key]
+            if key == "near_copies":  # keys added later are not a change of numbers
+                a = {k: v for k, v in a.items() if k in b}
+            if b != a:
+                print(f"{before_path.name}: {key} differs: {b!r:.80} -> {a!r:.80}")
+                problems += 1
+    print(f"\n{problems} difference(s) beyond the rules")
+    return 1 if problems else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record")
+    rec.add_argument("out", type=Path)
+    rec.add_argument("--features", default="mae")
+    cmp = sub.add_parser("compare")
+    cmp.add_argument("before", type=Path)
+    cmp.add_argument("after", type=Path)
+    cmp.add_argument("--mae-tolerance", type=float, default=0.03)
+    args = parser.parse_args()
+    if args.command == "record":
+        record(args.out, args.features)
+        return 0
+    return compare(args.before, args.after, args.mae_tolerance)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The audit's result as data: the JSON schema (one function) and the summary lines.
+
+`result_json(result)` is the JSON result and what the report is drawn from, so the
+two carry the same numbers; `summary_line(result)` is the one line the command line,
+the pytest terminal summary and the failure message all show.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from .files import GENERATOR
+from .gate import POWER_NEEDED
+from .nearcopies import ANGLES, MAX_SHIFT
+
+if TYPE_CHECKING:
+    from .audit import AuditResult
+
+SHORT_HASH = 12  # hex digits of a candidate's SHA-256 in the report and JSON
+MAX_LISTED = 1000  # near-copy pairs listed in the JSON (all are counted)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def summary_line(result: AuditResult) -> str:
+    """One line: verdict, F1 with interval and chance, limit, AUC, near-copies, power."""
+    m, power = result.gate, result.power
+    return (
+        f"{result.verdict}: leakage F1 {m.f1:.3f} (95% CI {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}, "
+        f"chance {m.chance_f1:.3f}) vs limit {result.settings.max_f1:.3f}; "
+        f"AUC {m.auc:.3f}; {len(result.near_copies or [])} near-copies; power check "
+        f"{power.found if power else 0}/{power.planted if power else 0}"
+        f"; {len(result.candidates)} candidates, {len(result.generated)} generated"
+    )
+
+
+def details_line(result: AuditResult) -> str:
+    """The line under the summary: the seed's metrics, TPR at 1 % FPR and the time."""
+    m = result.gate
+    return (
+        f"  accuracy {m.accuracy:.3f}  precision {m.precision:.3f}  recall {m.recall:.3f}  "
+        f"specificity {m.specificity:.3f}  TPR@1%FPR {_number(m.tpr_at_1pct_fpr)}  "
+        f"({result.seconds:.1f} s)"
+    )
+
+
+def near_copies_json(result: AuditResult) -> dict | None:
+    """Near-copies: the threshold, counts and the pairs (most similar first, at most
+    MAX_LISTED)."""
+    nc = result.near_copies
+    if nc is None:
+        return None
+    labels, ids, gen_ids = result.candidates.labels, result.candidates.ids, result.generated.ids
+    copied = set(nc.candidate_index)
+    return {
+        "threshold": nc.threshold,
+        "count": len(nc),
+        "members_copied": sum(int(labels[c]) for c in copied),
+        "non_members_copied": sum(1 - int(labels[c]) for c in copied),
+        "max_shift_px": MAX_SHIFT,
+        "max_turn_degrees": max(ANGLES),
+        "listed_at_most": MAX_LISTED,
+        "pairs": [
+            {
+                "generated": gen_ids[g],
+                "candidate": ids[c],
+                "label": "used" if labels[c] else "not_used",
+                "similarity": sim,
+            }
+            for g, c, sim in list(
+                zip(nc.generated_index, nc.candidate_index, nc.similarity, strict=True)
+            )[:MAX_LISTED]
+        ],
+    }
+
+
+def power_json(result: AuditResult) -> dict | None:
+    power = result.power
+    if power is None:
+        return None
+    return {
+        "planted": power.planted,
+        "found": power.found,
+        "fraction": power.fraction,
+        "needed": POWER_NEEDED,
+        "conclusive": result.conclusive,
+    }
+
+
+def candidate_rows(result: AuditResult) -> list[dict]:
+    """One row per candidate, in audit (content-hash) order: its short hash, label,
+    the gate's score and out-of-fold call, every attack's score, and its nearest
+    generated images (the gate's evidence)."""
+    gate = result.attacks[result.gating_attack]
+    evidence = gate.scores
+    generated_ids = result.generated.ids
+    rows = []
+    for i, (cid, sha, label) in enumerate(
+        zip(result.candidates.ids, result.candidates.hashes, result.candidates.labels, strict=True)
+    ):
+        rows.append(
+            {
+                "id": cid,
+                "sha256": sha[:SHORT_HASH],
+                "label": "used" if label else "not_used",
+                "score": float(gate.scores.scores[i]),
+                "called_used": bool(gate.metrics.calls[i]),
+                "attack_scores": {n: float(a.scores.scores[i]) for n, a in result.attacks.items()},
+                "nearest_generated": [
+                    {"id": generated_ids[j], "similarity": float(sim)}
+                    for j, sim in zip(
+                        evidence.neighbour_indices[i],
+                        evidence.neighbour_similarities[i],
+                        strict=True,
+                    )
+                ],
+            }
+        )
+    return rows
+
+
+def skipped_images(result: AuditResult) -> list[dict]:
+    """Images left out as unreadable (skip_bad_images), with the reason."""
+    sets = (result.generated, result.candidates.members, result.candidates.non_members)
+    return [
+        {"role": s.role, "path": str(path), "reason": reason}
+        for s in sets
+        for path, reason in sorted(s.skipped.items(), key=lambda item: str(item[0]))
+    ]
+
+
+def result_json(result: AuditResult) -> dict:
+    """The JSON result: the gate's numbers at the top level, then the details. NaN and
+    infinity (not JSON) are written as null."""
+    m = result.gate
+    data = {
+        "generator": GENERATOR,
+        "created": result.created,
+        "passed": result.passed,
+        "verdict": result.verdict,
+        "f1": m.f1,
+        "f1_ci": list(m.f1_ci),
+        "chance_f1": m.chance_f1,
+        "max_f1": result.settings.max_f1,
+        "margin": result.settings.max_f1 - m.f1,
+        "accuracy": m.accuracy,
+        "precision": m.precision,
+        "recall": m.recall,
+        "specificity": m.specificity,
+        "auc": m.auc,
+        "tpr_at_1pct_fpr": m.tpr_at_1pct_fpr,
+        "tpr_at_0_1pct_fpr": m.tpr_at_0_1pct_fpr,
+        "confusion": m.confusion,
+        "gating_attack": result.gating_attack,
+        "gate_choices": result.gate_choices,
+        "threshold_policy": result.settings.threshold_policy,
+        "n_generated": len(result.generated),
+        "n_used": len(result.candidates.members),
+        "n_not_used": len(result.candidates.non_members),
+        "features": result.settings.features,
+        "encoder": result.encoder,
+        "device": result.device,
+        "seed": result.settings.seed,
+        "seconds": result.seconds,
+        "timings": result.timings,
+        "attacks": {
+            name: {"description": a.scores.description, **a.metrics.as_dict()}
+            for name, a in result.attacks.items()
+        },
+        "inputs": {
+            s.role: {
+                "folder": str(s.folder),
+                "count": len(s),
+                "manifest_sha256": s.manifest_sha256(),
+            }
+            for s in (result.generated, result.candidates.members, result.candidates.non_members)
+        },
+        "settings": result.settings.as_dict(),
+        "versions": result.versions,
+        "candidates": candidate_rows(result),
+        "failures": result.failures,
+        "near_copies": near_copies_json(result),
+        "power_check": power_json(result),
+        "warnings": result.warnings,
+        "skipped_images": skipped_images(result),
+        "cache": result.cache,
+    }
+    return json_ready(data)
+
+
+def json_ready(value):
+    """NaN and infinity are not JSON: null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value

@@ -1,0 +1,85 @@
+"""Helpers the test modules share (imported as `helpers`; fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_gan_privacy import mae
+from pytest_gan_privacy.settings import AuditSettings
+from pytest_gan_privacy.synthetic import phantom
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brainmri64"
+
+# An MAE that trains in a fraction of a second: what the audits in the tests use.
+TINY_MAE = mae.MAEConfig(
+    img_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=1,
+    num_heads=2,
+    decoder_dim=32,
+    decoder_depth=1,
+    decoder_heads=2,
+    epochs=3,
+    batch_size=64,
+    warmup_epochs=1,
+)
+
+
+def audit_args(release: Path) -> list[str]:
+    """Command-line paths of a release in the audit's layout."""
+    return [
+        "--generated",
+        str(release / "generated"),
+        "--used",
+        str(release / "real" / "used"),
+        "--not-used",
+        str(release / "real" / "not_used"),
+    ]
+
+
+def settings_for(release: Path, **kwargs) -> AuditSettings:
+    return AuditSettings(
+        generated=release / "generated",
+        used=release / "real" / "used",
+        not_used=release / "real" / "not_used",
+        workers=0,
+        **kwargs,
+    )
+
+
+def requires_shared_data(scenario: str) -> Path:
+    path = SHARED_DATA / scenario
+    if not path.is_dir():
+        pytest.skip(f"{path} is not here (the shared benchmark data)")
+    return path
+
+
+def write_big_png(path: Path, width: int, height: int, row: bytes | None = None) -> Path:
+    """A valid grey PNG of any size without holding its pixels: every row the same
+    (`row`, default black), compressed as a stream."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    line = b"\0" + (row if row is not None else bytes(width))
+    packer = zlib.compressobj(1)
+    data = b"".join(packer.compress(line) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def phantoms(n: int, seed: int) -> torch.Tensor:
+    """n synthetic brain-slice phantoms as (n, 1, 64, 64) pixels in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(np.stack([phantom(rng) for _ in range(n)]) / 255.0).float()[:, None]
