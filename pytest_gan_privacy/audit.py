@@ -34,7 +34,7 @@ from .nearcopies import (
     real_pair_threshold,
     robust_scan,
 )
-from .runtime import Progress, no_progress, resolve_device
+from .runtime import Progress, cpu_threads, no_progress, resolve_device
 from .settings import AuditSettings
 
 
@@ -197,7 +197,11 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
     report.write_outputs). Random choices draw from generators seeded by
     `settings.seed`; the caller's global random state is left alone.
     """
-    progress = progress or no_progress
+    with cpu_threads():  # as many as this process may use (runtime.cpu_budget)
+        return _run(settings, progress or no_progress)
+
+
+def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
     clock = _Stopwatch()
     device = resolve_device(settings.device)
 

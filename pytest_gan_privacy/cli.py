@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runtime import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before torch loads (runtime.py: shared CPUs)
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -74,6 +74,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(f"gan_audit_{option.name}", option.describe(), default=None)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> None:
+    """With --gan-audit, torch's threads wait passively (runtime.py: shared CPUs); set
+    before the conftest files are imported, since one of them may import torch."""
+    if getattr(early_config.known_args_namespace, "gan_audit", False):
+        from .runtime import prefer_passive_waiting
+
+        prefer_passive_waiting()
+
+
 def _configured(config: pytest.Config) -> dict[str, Any]:
     """Settings from the ini file and the command line, validated (command line wins).
     Relative paths are relative to the folder pytest started in, or to the ini file."""
@@ -277,7 +287,9 @@ class _ReportWriter:
             summary = {k: v for k, v in payload.items() if k != "files"}
             shown = self.state.shown.setdefault(payload["key"], {**summary, "outputs": []})
             files = [
-                (p, text) for p, text in payload.get("files", ()) if p not in self.state.written
+                (path, text, named)
+                for path, text, named in payload.get("files", ())
+                if path not in self.state.written
             ]
             if not files:
                 continue

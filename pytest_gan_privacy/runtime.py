@@ -1,18 +1,34 @@
-"""Where and how the audit computes: the device, bf16 autocast, and progress lines.
+"""Where and how the audit computes: the device, CPU threads, bf16 autocast, and
+progress lines.
 
 Kept apart from the models and the pipeline so that every module that moves tensors
 (encoders, MAE training, the scans) asks the same questions in one way.
+
+Shared CPUs: torch's OpenMP threads spin while they wait for work, so with another
+busy process on the same cores (a shared CI runner, pytest -n 2) each of them burns
+the time slices the other needs: a pixel audit took 101 s instead of 12. Passive
+waiting (OMP_WAIT_POLICY=PASSIVE, read once when torch loads OpenMP) and as many
+threads as the process may use (affinity, cgroup quota, xdist workers) keep it steady:
+26 s. The command line and the plugin call `prefer_passive_waiting()` before anything
+imports torch, so this module imports torch only inside the functions that need it.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import platform
+import sys
 import time
-from collections.abc import Callable
-
-import torch
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import AuditInputError
+
+if TYPE_CHECKING:
+    import torch
 
 # progress(stage, done, total): called as long stages advance
 Progress = Callable[[str, int, int], None]
@@ -22,8 +38,64 @@ def no_progress(stage: str, done: int, total: int) -> None:
     """A Progress that shows nothing."""
 
 
+def prefer_passive_waiting() -> bool:
+    """Make torch's threads sleep, not spin, while they wait, unless the user chose a
+    policy or torch is loaded already. Returns whether passive waiting is in effect."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+
+
+def cpu_budget() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup CPU quota (a
+    container's --cpus), shared among the pytest-xdist workers of one run."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, cpus // max(1, workers))
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs granted by the cgroup v2 `cpu.max` (or v1 cfs quota), None when unlimited."""
+    try:
+        fields = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if fields[0] != "max":
+            return int(fields[0]) / int(fields[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def cpu_threads(n: int | None = None) -> Iterator[int]:
+    """Run with torch's intra-op threads set to `n` (default: `cpu_budget()`), then
+    give the caller back its own setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    n = n or cpu_budget()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a usage error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -36,6 +108,8 @@ def resolve_device(name: str) -> torch.device:
 def device_identity(device: torch.device) -> list[str]:
     """What about a device changes numbers: its kind and its model (a GPU's name, a
     CPU's architecture)."""
+    import torch
+
     device = torch.device(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     return [device.type, where]
@@ -45,6 +119,8 @@ def use_bf16(device: torch.device) -> bool:
     """bf16 autocast where the hardware does bf16 matrix multiplies natively (a CUDA GPU
     that supports it; a CPU with AMX or AVX512-BF16: 7x the float32 rate here), else
     float32, which is faster than emulated bf16."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -57,6 +133,8 @@ def use_bf16(device: torch.device) -> bool:
 
 def autocast(device: torch.device, bf16: bool):
     """bf16 autocast on the device's kind, or a no-op when `bf16` is False."""
+    import torch
+
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
 
 

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from pytest_gan_privacy.runtime import prefer_passive_waiting
+
+# torch's threads wait passively (they would spin on the shared 2 cores of CI): set
+# before timm imports torch below
+prefer_passive_waiting()
+
 # pytester's in-process runs drop the modules first imported inside them, and torch,
 # numpy and friends cannot be imported twice in one process: import them all first.
 import timm  # noqa: F401
-from helpers import TINY_MAE  # noqa: E402
+from helpers import TINY_MAE
 
 import pytest_gan_privacy.audit  # noqa: F401
 from pytest_gan_privacy import mae
@@ -49,8 +55,8 @@ def clean_release(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _tiny_mae():
-    """Audits in the tests train a tiny MAE (the presets' numbers are measured by
-    benchmarks/mae.py, and test_scenarios.py runs the real ones)."""
+    """Audits in the tests train a tiny MAE, test_scenarios.py's too (the presets'
+    numbers are measured by benchmarks/mae.py)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mae, "PRESETS", {name: TINY_MAE for name in REAL_MAE_PRESETS})
         yield

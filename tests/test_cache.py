@@ -37,7 +37,8 @@ def test_put_then_get_returns_the_same_tensors(tmp_path: Path):
 
 def test_keys_depend_on_every_part():
     assert cache_key("a", {"x": 1, "y": 2}) == cache_key("a", {"y": 2, "x": 1})
-    assert cache_key("a", {"x": 1}) != cache_key("a", {"x": 2}) != cache_key("b", {"x": 1})
+    keys = {cache_key("a", {"x": 1}), cache_key("a", {"x": 2}), cache_key("b", {"x": 1})}
+    assert len(keys) == 3
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip-a-byte", "garbage", "empty", "foreign"])

@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import save_file
 
 from pytest_gan_privacy.checkpoints import load_state_dict
-from pytest_gan_privacy.encoders import PixelEncoder, TimmViTEncoder
+from pytest_gan_privacy.encoders import LEARNED, PixelEncoder, TimmViTEncoder
 from pytest_gan_privacy.errors import AuditInputError
 from pytest_gan_privacy.runtime import no_progress
+from pytest_gan_privacy.settings import FEATURE_CHOICES
 
 MODEL = "vit_tiny_patch16_224"
 
@@ -83,3 +84,7 @@ def test_pixel_features_ignore_brightness():
     a = torch.nn.functional.normalize(encoder.encode_batch(x), dim=1)
     b = torch.nn.functional.normalize(encoder.encode_batch(x * 0.5 + 0.2), dim=1)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_every_features_choice_has_a_feature_space():
+    assert tuple(sorted(LEARNED)) == tuple(sorted(FEATURE_CHOICES))

@@ -267,3 +267,93 @@ def test_under_xdist_the_controller_writes_the_report_once(
         "gan-audit-report.html",
         "gan-audit-report.json",
     ]
+
+
+def _unbalanced(clean_release: Path, tmp_path: Path) -> Path:
+    release = tmp_path / "unbalanced"
+    shutil.copytree(clean_release, release)
+    for extra in sorted((release / "real" / "not_used").iterdir())[10:]:
+        extra.unlink()
+    return release
+
+
+def test_audit_warnings_are_pytest_warnings(pytester: pytest.Pytester, clean_release, tmp_path):
+    """-W error and filterwarnings act on them, as on any pytest warning."""
+    release = _unbalanced(clean_release, tmp_path)
+    flags = ["--gan-audit", *_flags(release), "--gan-audit-max-f1=0.9", "-p", "no:cacheprovider"]
+    shown = pytester.runpytest(*flags)
+    shown.assert_outcomes(passed=1, warnings=1)
+    shown.stdout.fnmatch_lines(["*GanAuditWarning: unbalanced candidates: 30 used vs 10*"])
+    strict = pytester.runpytest(*flags, "-W", "error::pytest.PytestWarning")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*unbalanced candidates*"])
+    quiet = pytester.runpytest(*flags, "-W", "ignore::pytest_gan_privacy.plugin.GanAuditWarning")
+    quiet.assert_outcomes(passed=1, warnings=0)
+
+
+def test_junit_numbers_are_suite_properties_valid_under_xunit2(
+    pytester: pytest.Pytester, leaky_release
+):
+    result = pytester.runpytest(
+        "--gan-audit",
+        *_flags(leaky_release),
+        "--junitxml=junit.xml",
+        "-o",
+        "junit_family=xunit2",
+        "-W",
+        "error::pytest.PytestWarning",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(failed=1)
+    assert "junit_family" not in result.stdout.str()
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    suite = root.find("testsuite")
+    assert suite.find("testcase/properties") is None  # not valid in xunit2
+    props = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+    assert props["gan_audit_verdict"] == "FAIL"
+    assert props["gan_audit_tpr_at_1pct_fpr"] == ""  # 30 non-members cannot measure it
+
+
+def test_xdist_workers_with_one_audit_train_the_mae_once(pytester: pytest.Pytester, clean_release):
+    """Each worker runs the audit its tests need; the MAE is trained by the first and
+    read from the cache by the other, which waits on the entry's lock."""
+    pytest.importorskip("xdist")
+    log = pytester.path / "mae.log"
+    pytester.makeconftest(f"""
+        from pytest_gan_privacy import encoders, mae
+
+        fit, train = encoders.MAEEncoder.fit, mae.train
+
+        def logged(name, original):
+            def wrapper(*args, **kwargs):
+                with open({str(log)!r}, "a") as f:
+                    f.write(name + "\\n")
+                return original(*args, **kwargs)
+            return wrapper
+
+        encoders.MAEEncoder.fit = logged("fit", fit)
+        mae.train = logged("train", train)
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_needs_the_audit(gan_audit_result, n):
+            assert gan_audit_result.passed
+    """)
+    result = pytester.runpytest(
+        "-n",
+        "2",
+        "--gan-audit",
+        *_flags(clean_release),
+        "--gan-audit-workers=0",
+        "--gan-audit-mae-epochs=1",
+        "--gan-audit-mae-max-images=32",
+        f"--gan-audit-cache-dir={pytester.path / 'cache'}",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=5)  # and the configured audit's own test
+    calls = log.read_text().split()
+    assert calls.count("fit") == 2 and calls.count("train") == 1, calls
