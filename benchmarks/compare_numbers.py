@@ -60,7 +60,8 @@ def _learned(attack: str, data: dict) -> bool:
 def compare(before_dir: Path, after_dir: Path, tolerance: float) -> int:
     problems = 0
     print(
-        f"{'file':24s} {'attack':28s} {'identical':>9s} {'max |d score|':>13s} {'d AUC':>7s} {'d F1':>7s}"
+        f"{'file':24s} {'attack':28s} {'identical':>9s} {'max |d score|':>13s} "
+        f"{'d AUC':>7s} {'d F1':>7s}"
     )
     for before_path in sorted(before_dir.glob("*.json")):
         after_path = after_dir / before_path.name
