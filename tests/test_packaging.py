@@ -58,3 +58,47 @@ def test_installed_wheel_ships_templates_and_renders_a_report(clean_release, tmp
     assert Path(lines["templates"]) == site / "pytest_gan_privacy" / "templates"
     html = (elsewhere / "out" / "report.html").read_text()
     assert "PASS" in html and 'id="riskiest"' in html and "<svg" in html
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """module -> the package's modules it imports (at the top or inside functions; those
+    under TYPE_CHECKING only are for type hints and are left out)."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "pytest_gan_privacy"
+    graph = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        hinted = {
+            id(node)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for node in ast.walk(block)
+        }
+        imported = set()
+        for node in ast.walk(tree):
+            if id(node) in hinted:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module} if node.module else {a.name for a in node.names}
+        graph[path.stem] = imported - {"__init__"} - {path.stem}
+    return graph
+
+
+def test_the_package_imports_form_no_cycle():
+    graph = _package_imports()
+    done, path = set(), []
+
+    def visit(module: str) -> None:
+        assert module not in path, f"import cycle: {' -> '.join([*path, module])}"
+        if module in done:
+            return
+        path.append(module)
+        for imported in sorted(graph.get(module, ())):
+            visit(imported)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    assert "report" not in graph["cache"] and "nearcopies" not in graph["encoders"]
