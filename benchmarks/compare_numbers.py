@@ -23,6 +23,9 @@ METRICS = ("f1", "f1_ci", "chance_f1", "auc", "tpr_at_1pct_fpr", "confusion", "t
 
 
 def record(out: Path, features: str) -> None:
+    from pytest_gan_privacy.runtime import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.py)
     from pytest_gan_privacy.audit import run_audit
     from pytest_gan_privacy.report import write_outputs
     from pytest_gan_privacy.settings import AuditSettings

@@ -23,13 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from pytest_gan_privacy.runtime import prefer_passive_waiting
+
+prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.py)
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pytest_gan_privacy.audit import GATE, run_audit
+from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.cache import TensorCache
-from pytest_gan_privacy.encoders import build_learned_encoder, resolve_device
+from pytest_gan_privacy.encoders import LEARNED
+from pytest_gan_privacy.gate import GATE
 from pytest_gan_privacy.images import load_image_set, load_pixels
+from pytest_gan_privacy.runtime import resolve_device
 from pytest_gan_privacy.settings import AuditSettings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brainmri64"
@@ -140,7 +145,7 @@ def main() -> None:
                     flush=True,
                 )
             # the encoder as the audit built it: its weights come from the cache
-            encoder = build_learned_encoder(settings, device, TensorCache(Path(cache_dir)))
+            encoder = LEARNED["mae"](settings, device, TensorCache(Path(cache_dir)))
             generated = load_image_set(settings.generated, "generated")
             encoder.fit(generated, device, lambda *_: None)
             pixels = load_pixels(generated, encoder.image_size, settings.batch_size)

@@ -16,6 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pytest_gan_privacy.runtime import prefer_passive_waiting
+
+prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.py)
 from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.settings import AuditSettings, default_of
 

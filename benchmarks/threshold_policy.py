@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 
+from pytest_gan_privacy.runtime import prefer_passive_waiting
+
+prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.py)
 import numpy as np
 from scenarios import DATA, SCENARIOS
 
