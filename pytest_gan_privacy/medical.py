@@ -523,13 +523,15 @@ class _NiftiImages:
                 )
             if self.is_4d:
                 img = self._one_volume(img, shape, volume)
-            elif len(img.shape) > 3:
-                img = img.slicer[(slice(None),) * 3 + (0,) * (len(img.shape) - 3)]
-            if len(shape) < 3:  # a single 2-D slice
-                data = np.asanyarray(img.dataobj).reshape(shape + (1,) * (3 - len(shape)))
-                img = nib.Nifti1Image(data, img.affine)
-            data = np.asanyarray(nib.as_closest_canonical(img).dataobj)
-            data = data.reshape(data.shape[:3])  # (a 4-D volume's trailing 1 dropped)
+                shape = shape[:3]
+            # the stored values, scaled per slice: a scaled volume (scl_slope) read at
+            # once would be float64, four times its int16 size
+            stored, self.slope, self.inter = _unscaled(img)
+            stored = stored.reshape(shape + (1,) * (3 - len(shape)))  # 2-D: one slice
+            # the closest canonical (RAS+) orientation: what nib.as_closest_canonical
+            # does, as views of the stored array
+            orientation = nib.orientations.io_orientation(img.affine)
+            data = nib.orientations.apply_orientation(stored, orientation)
         except UnreadableImage:
             raise
         except Exception as exc:  # noqa: BLE001 - a truncated or corrupt data block
@@ -582,15 +584,26 @@ class _NiftiImages:
             return Window("user", float(user[0]), float(user[1]))
         if self._percentile is None:  # one window for the whole volume, from a sample
             step = _stride(self.data.shape)
-            self._percentile = percentile_window(self.data[::step, ::step, ::step])
+            self._percentile = percentile_window(self._scaled(self.data[::step, ::step, ::step]))
         return self._percentile
+
+    def _scaled(self, stored: np.ndarray) -> np.ndarray:
+        return stored.astype(np.float64) * self.slope + self.inter
 
     def image(self, index: int, window: Window) -> np.ndarray:
         # a view (np.take would copy the whole flipped volume for every slice)
-        plane = self.data[(slice(None),) * self.axis + (index,)].astype(np.float64)
+        plane = self._scaled(self.data[(slice(None),) * self.axis + (index,)])
         # canonical (a, b) plane -> rows from front/top down, columns from the patient's
         # right to left: the radiological view
         return _finish(window.apply(plane[::-1, ::-1].T))
+
+
+def _unscaled(img) -> tuple[np.ndarray, float, float]:
+    """A NIfTI image's stored voxels, with the slope and intercept that scale them."""
+    proxy = img.dataobj
+    if nib.is_proxy(proxy) and hasattr(proxy, "get_unscaled"):
+        return np.asanyarray(proxy.get_unscaled()), float(proxy.slope), float(proxy.inter)
+    return np.asanyarray(proxy), 1.0, 0.0
 
 
 def _range_text(slice_range) -> str:

@@ -497,6 +497,17 @@ def test_a_slice_range_keeps_those_slices_and_refuses_an_empty_one(tmp_path: Pat
         load_image_set(tmp_path, "used", options=DecodeOptions(slice_range=(40, 60)))
 
 
+def test_nifti_scaling_is_applied_to_the_stored_values(tmp_path: Path):
+    stored = canonical_volume()
+    img = nib.Nifti1Image(stored, np.eye(4))
+    img.header.set_slope_inter(2.0, -1000.0)  # stored int16, read as 2 x - 1000
+    nib.save(img, tmp_path / "scaled.nii")
+    assert nib.load(tmp_path / "scaled.nii").dataobj.slope == 2.0
+    images = images_of(tmp_path / "scaled.nii", DecodeOptions(window=(0.0, 2000.0)), medical.NIFTI)
+    values = stored[::-1, ::-1, 0].T * 2.0 - 1000
+    np.testing.assert_allclose(images[0][0], np.clip(values / 2000 + 0.5, 0, 1), atol=1e-6)
+
+
 def test_blank_slices_are_left_out_and_counted(tmp_path: Path):
     volume = canonical_volume()
     volume[:, :, :3] = 0  # below the head
