@@ -11,6 +11,7 @@ Kept free of heavy imports: the plugin reads this table at start-up.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ FEATURE_CHOICES = ("mae", "pixels", "vit")
 MAE_PRESETS = ("auto", "cpu", "gpu")  # mae.PRESETS, and auto: gpu on a CUDA device
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 THRESHOLD_POLICIES = ("prevalence", "max-f1")
+SLICE_AXES = ("axial", "coronal", "sagittal")  # medical.SLICE_AXES
 REQUIRED = ("generated", "used", "not_used")
 
 
@@ -64,6 +66,13 @@ class AuditSettings:
     fail_on_near_copies: bool = False
     canaries: int = 10  # members copied into the generated set by the power check
     fail_inconclusive: bool = False
+    # medical formats (medical.DecodeOptions): a VOI window (center, width) in the
+    # modality's units that overrides every header, how NIfTI volumes are sliced
+    window: tuple[float, float] | None = None
+    slice_axis: str = "axial"
+    slice_range: tuple[int | None, int | None] | None = None  # START <= slice < STOP
+    volume: int | None = None  # the volume of a 4-D NIfTI series
+    groups: Path | None = None  # CSV "image path,group": the patient of each image
 
     def __post_init__(self) -> None:
         try:
@@ -100,7 +109,7 @@ class Option:
 
     name: str
     help: str
-    kind: str = "str"  # str, path, fraction, int, choice or bool
+    kind: str = "str"  # str, path, fraction, int, choice, bool, window or range
     choices: tuple[str, ...] = ()
     minimum: int = 0
 
@@ -132,6 +141,10 @@ class Option:
             return parse_choice(value, self.choices, self.name.replace("_", " "))
         if self.kind == "bool":
             return parse_bool(value, self.name)
+        if self.kind == "window":
+            return parse_window(value)
+        if self.kind == "range":
+            return parse_slice_range(value)
         return str(value)
 
 
@@ -215,6 +228,28 @@ OPTIONS: tuple[Option, ...] = (
         "fail when the power check finds fewer than 90% of the planted copies",
         "bool",
     ),
+    Option(
+        "window",
+        "DICOM and NIfTI: the VOI window CENTER,WIDTH in the modality's units (HU for CT) "
+        "for every input, overriding the headers' windows; a negative centre needs the = form: "
+        "--window=-600,1500 (default: the header's first window, else a 0.5-99.5 "
+        "percentile window)",
+        "window",
+    ),
+    Option("slice_axis", "NIfTI: the axis volumes are sliced along", "choice", SLICE_AXES),
+    Option(
+        "slice_range",
+        "NIfTI: only the slices START:STOP (START <= slice < STOP, in the reoriented "
+        "volume; either end may be left out, e.g. 10:50)",
+        "range",
+    ),
+    Option("volume", "NIfTI: the volume of a 4-D series to slice (0 is the first)", "int"),
+    Option(
+        "groups",
+        "CSV of 'image path,group' lines: the patient of each real image (paths relative "
+        "to the CSV's folder); needed for PNG/JPEG folders; overrides DICOM PatientIDs",
+        "path",
+    ),
 )
 
 
@@ -261,3 +296,46 @@ def parse_bool(value: object, what: str) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"{what} must be true or false, got {value!r}")
+
+
+def parse_window(value: object) -> tuple[float, float]:
+    """A VOI window "CENTER,WIDTH" (or a pair of numbers): width above 0."""
+    usage = "CENTER,WIDTH, e.g. 40,400 (a negative centre: --window=-600,1500)"
+    parts = list(value) if isinstance(value, (tuple, list)) else str(value).split(",")
+    try:
+        center, width = (float(str(part).strip()) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the window must be {usage}, got {value!r}") from None
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise argparse.ArgumentTypeError(f"the window must be finite numbers, got {value!r}")
+    if width <= 0:
+        raise argparse.ArgumentTypeError(
+            f"the window width must be greater than 0, got {width:g}: {usage}"
+        )
+    return center, width
+
+
+def parse_slice_range(value: object) -> tuple[int | None, int | None]:
+    """A slice range "START:STOP" of whole numbers >= 0 (either may be left out)."""
+    usage = "START:STOP, e.g. 10:50 (slices 10 to 49), 10: or :50"
+    if isinstance(value, (tuple, list)):
+        parts = ["" if part is None else str(part) for part in value]
+    else:
+        parts = str(value).split(":")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"the slice range must be {usage}, got {value!r}")
+    try:
+        start, stop = (int(part) if part.strip() else None for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"the slice range must be {usage} (whole numbers), got {value!r}"
+        ) from None
+    if any(end is not None and end < 0 for end in (start, stop)):
+        raise argparse.ArgumentTypeError(
+            f"the slice range counts from slice 0: no negative ends, got {value!r}"
+        )
+    if start is not None and stop is not None and stop <= start:
+        raise argparse.ArgumentTypeError(
+            f"the slice range {value!r} holds no slice: STOP must be above START ({usage})"
+        )
+    return start, stop
