@@ -28,7 +28,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +117,17 @@ class ImageSet:
                 f"({left_out}); check that this is the right folder"
             )
         raise AuditInputError(bad_files_message(self.role, self.skipped, total, True))
+
+    def subset(self, positions: list[int]) -> ImageSet:
+        """The images at these positions, as a set of its own (same role and folder)."""
+        return replace(
+            self,
+            paths=[self.paths[i] for i in positions],
+            hashes=[self.hashes[i] for i in positions],
+            sources=[self.sources[i] for i in positions],
+            groups=[self.groups[i] for i in positions],
+            skipped={},
+        )
 
     def drop_skipped(self) -> list[int]:
         """Remove the images of skipped files from the set; returns the positions kept."""

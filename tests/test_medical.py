@@ -381,7 +381,7 @@ def test_a_missing_decoder_names_the_file_the_syntax_and_the_pip_command(
     expected = (
         r"j2k.dcm: its pixels are compressed as JPEG 2000 Image Compression \(Lossless "
         r"Only\) \(1.2.840.10008.1.2.4.90\) and no decoder for it is installed; .*"
-        r'pip install "pytest-gan-privacy\[dicom\]"'
+        r"pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle"
     )
     with pytest.raises(AuditInputError, match=expected):
         load_image_set(tmp_path, "used")
