@@ -20,18 +20,20 @@ from .attacks import AttackScores, near_copy_attack, space_attacks
 from .cache import open_cache
 from .encoders import WORKING_SIZE, Encoder, feature_spaces
 from .errors import AuditInputError
+from .exposure import Exposure, exposure
 from .features import encode_images
 from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
 from .images import ImageSet, load_image_set, load_pixels
-from .metrics import MembershipMetrics, check_fold_counts, membership_metrics
+from .metrics import MembershipMetrics, check_fold_counts, membership_metrics, stratified_folds
 from .nearcopies import (
+    CANARY_LEVELS,
     NearCopies,
     NearCopyEncoder,
     PowerCheck,
     find_near_copies,
+    near_copy_threshold,
     pick_canaries,
     power_check,
-    real_pair_threshold,
     robust_scan,
 )
 from .runtime import Progress, cpu_threads, no_progress, resolve_device
@@ -94,6 +96,7 @@ class AuditResult:
     cache: dict | None = None  # the feature cache's folder and hits (None: off)
     near_copies: NearCopies | None = None
     power: PowerCheck | None = None
+    exposure: Exposure | None = None
 
     @property
     def gate(self) -> MembershipMetrics:
@@ -264,7 +267,8 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         device,
         progress=lambda done, total: progress("near-copy scan (candidates)", done, total),
     )
-    threshold = real_pair_threshold(pixels, device)
+    # the copy level's copies use other seeds than the power check's canaries
+    threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device)
     near_copies = find_near_copies(scan, threshold)
     scored.append(near_copy_attack(scan))
     clock.lap("attacks near-copy")
@@ -285,9 +289,11 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         a.name: AttackResult(a, membership_metrics(a.scores, labels, policy, folds, seed, rounds))
         for a in scored
     }
-    gate = best_per_fold(
-        np.column_stack([a.scores for a in scored]), labels, policy, folds, seed, rounds
-    )
+    columns = np.column_stack([a.scores for a in scored])
+    gate = best_per_fold(columns, labels, policy, folds, seed, rounds)
+    copied = np.zeros(len(labels), bool)
+    copied[near_copies.copied] = True
+    exposed = exposure(columns, labels, stratified_folds(labels, folds, seed), gate.chosen, copied)
     # the evidence shown per candidate: its most similar generated images (the near-copy
     # scan's, which allows for moves)
     evidence = near_copy_attack(scan)
@@ -317,6 +323,7 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         cache=None if cache is None else cache.stats(),
         near_copies=near_copies,
         power=power,
+        exposure=exposed,
     )
     result.warnings = audit_warnings(result) + ([] if cache is None else cache.warnings)
     return result

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from .audit import run_audit
     from .files import check_outputs
     from .report import write_outputs
-    from .results import summary_line
+    from .results import summary_lines
     from .runtime import ProgressPrinter
     from .settings import AuditSettings
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else ProgressPrinter(sys.stderr.write, sys.stderr.isatty())
     result = run_audit(settings, progress)
     write_outputs(result, *outputs, named=named)
-    print(summary_line(result))
+    print("\n".join(summary_lines(result)))
     for warning in result.warnings:
         print(f"warning: {warning}")
     print(f"report: {settings.report}\njson: {settings.json}")

@@ -6,7 +6,10 @@
    classified would flatter the numbers. A rank mean and a logistic regression of all
    attacks were tried: no better (README, "Attacks").
 2. The checks: small objects whose `fails(result)` returns why the release fails, or
-   None. The F1 limit always applies; the near-copy and power checks when asked.
+   None. By default: the F1 limit, no member with a near-copy, and no significant
+   exposure (members identified at low FPR beyond chance: exposure.py); a release that
+   lets an attacker pick out a few patients with confidence leaks, whatever its F1.
+   When asked: no near-copy at all, and a conclusive power check.
 3. The verdict: FAIL when any check fails; PASS, or "PASS (inconclusive)" when the
    power check found fewer planted copies than it needs to make a PASS mean something.
 """
@@ -103,6 +106,36 @@ class NoNearCopies:
 
 
 @dataclass(frozen=True)
+class NoMemberNearCopies:
+    """No member may have a near-copy among the generated images (the worst leak)."""
+
+    def fails(self, result: AuditResult) -> str | None:
+        copied = [] if result.near_copies is None else result.near_copies.copied
+        members = sum(int(result.candidates.labels[c]) for c in copied)
+        if members:
+            return f"{members} member(s) have a near-copy among the generated images"
+        return None
+
+
+@dataclass(frozen=True)
+class NoExposure:
+    """Members identified at low FPR, out of fold, must not exceed what chance gives:
+    the exact test's p-value at or above `alpha` (exposure.py)."""
+
+    alpha: float
+
+    def fails(self, result: AuditResult) -> str | None:
+        e = result.exposure
+        if e is None or e.p_value >= self.alpha:
+            return None
+        return (
+            f"{e.members_exposed} of {e.n_members} members are exposed at {e.fpr:.1%} FPR "
+            f"against {e.non_members_exposed} of {e.n_non_members} non-members (expected by "
+            f"chance: {e.expected_by_chance:.1f}; p = {e.p_value:.2g} < {self.alpha:g})"
+        )
+
+
+@dataclass(frozen=True)
 class ConclusivePower:
     """The power check must find its planted copies (--fail-inconclusive)."""
 
@@ -119,6 +152,10 @@ class ConclusivePower:
 def checks_for(settings: AuditSettings) -> list[Check]:
     """The checks these settings ask for, the F1 limit first."""
     checks: list[Check] = [F1Limit(settings.max_f1)]
+    if not settings.allow_member_near_copies:
+        checks.append(NoMemberNearCopies())
+    if settings.exposure_alpha > 0:
+        checks.append(NoExposure(settings.exposure_alpha))
     if settings.fail_on_near_copies:
         checks.append(NoNearCopies())
     if settings.fail_inconclusive:

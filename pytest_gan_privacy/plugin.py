@@ -222,7 +222,7 @@ def run_cached_audit(node: pytest.Item, settings: AuditSettings, named: list[Pat
     from .audit import run_audit
     from .files import check_outputs
     from .report import render_outputs
-    from .results import details_line, summary_line
+    from .results import summary_lines
 
     state = _state(node.config)
     key = _settings_key(settings)
@@ -245,7 +245,7 @@ def run_cached_audit(node: pytest.Item, settings: AuditSettings, named: list[Pat
             {
                 "key": str(key),
                 "passed": result.passed,
-                "lines": [summary_line(result), details_line(result)],
+                "lines": summary_lines(result),
                 "warnings": result.warnings,
                 "report": str(settings.report),
                 "json": str(settings.json),
@@ -323,9 +323,10 @@ class _ReportWriter:
                 terminalreporter.write_line(f"ERROR: {shown['error']}", red=True)
                 continue
             colour = {"green": True} if shown["passed"] else {"red": True}
-            summary, details = shown["lines"]
+            summary, *details = shown["lines"]
             terminalreporter.write_line(summary, bold=True, **colour)
-            terminalreporter.write_line(details)
+            for line in details:
+                terminalreporter.write_line(line)
             for warning in shown["warnings"]:
                 terminalreporter.write_line(f"  warning: {warning}", yellow=True)
             for report, json_path in shown["outputs"]:
@@ -412,7 +413,7 @@ class GanAuditItem(pytest.Item):
             from .results import summary_line
 
             raise LeakageOverLimit(
-                f"{'; '.join(result.failures)}\n{summary_line(result)}\nreport: {settings.report}"
+                "\n".join([*result.failures, summary_line(result), f"report: {settings.report}"])
             )
 
     def repr_failure(self, excinfo, style=None):

@@ -24,6 +24,7 @@ from .metrics import LOW_FPRS
 
 RISKIEST = 10  # candidates shown with their nearest generated images
 NEAR_COPIES_SHOWN = 20  # near-copy pairs shown with thumbnails (all are in the JSON)
+EXPOSED_SHOWN = 20  # exposed members shown with their nearest generated images
 THUMBNAIL_PX = 64
 
 
@@ -92,11 +93,15 @@ def render_html(result) -> str:
     data = result_json(result)
     rows = data["candidates"]
     # indices of the highest scores; ties stay in content-hash order
-    riskiest = sorted(range(len(rows)), key=lambda i: -rows[i]["score"])[:RISKIEST]
+    riskiest_first = sorted(range(len(rows)), key=lambda i: -rows[i]["score"])
+    riskiest = riskiest_first[:RISKIEST]
     generated = dict(zip(result.generated.ids, result.generated.paths, strict=True))
     shown = {n["id"] for i in riskiest for n in rows[i]["nearest_generated"]}
     near_copies = (data["near_copies"] or {"pairs": []})["pairs"][:NEAR_COPIES_SHOWN]
     shown |= {pair["generated"] for pair in near_copies}
+    exposed_ids = set((data["exposure"] or {"exposed": []})["exposed"])
+    exposed = [i for i in riskiest_first if rows[i]["id"] in exposed_ids][:EXPOSED_SHOWN]
+    shown |= {n["id"] for i in exposed for n in rows[i]["nearest_generated"]}
     thumbnails = {g: thumbnail_uri(generated[g]) for g in sorted(shown)}
     real_thumbnails = {}
     if result.settings.report_real_thumbnails:
@@ -109,6 +114,7 @@ def render_html(result) -> str:
         charts=_charts(data),
         riskiest=riskiest,
         near_copies=near_copies,
+        exposed=exposed,
         thumbnails=thumbnails,
         real_thumbnails=real_thumbnails,
         # TPR at each low FPR needs at least 1 / FPR non-members (metrics.tpr_at_fpr)

@@ -8,11 +8,12 @@ the pytest terminal summary and the failure message all show.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from .files import GENERATOR
 from .gate import POWER_NEEDED
-from .nearcopies import ANGLES, MAX_SHIFT
+from .nearcopies import ANGLES, CANARY_LEVELS, DECIDING_LEVEL, MAX_SHIFT
 
 if TYPE_CHECKING:
     from .audit import AuditResult
@@ -37,6 +38,24 @@ def summary_line(result: AuditResult) -> str:
     )
 
 
+def exposure_line(result: AuditResult) -> str | None:
+    """How many members an attacker identifies at low FPR, against chance."""
+    e = result.exposure
+    if e is None:
+        return None
+    return (
+        f"  {e.members_exposed} of {e.n_members} members exposed at {e.fpr:.1%} FPR "
+        f"(expected by chance: {e.expected_by_chance:.1f}, p = {e.p_value:.2g}); "
+        f"{e.non_members_exposed} of {e.n_non_members} non-members"
+    )
+
+
+def summary_lines(result: AuditResult) -> list[str]:
+    """The summary line, then exposure and the details: what the terminal shows."""
+    lines = [summary_line(result), exposure_line(result), details_line(result)]
+    return [line for line in lines if line is not None]
+
+
 def details_line(result: AuditResult) -> str:
     """The line under the summary: the seed's metrics, TPR at 1 % FPR and the time."""
     m = result.gate
@@ -54,12 +73,16 @@ def near_copies_json(result: AuditResult) -> dict | None:
     if nc is None:
         return None
     labels, ids, gen_ids = result.candidates.labels, result.candidates.ids, result.generated.ids
-    copied = set(nc.candidate_index)
+    t = nc.threshold
     return {
-        "threshold": nc.threshold,
+        "threshold": t.value,
+        "reference": t.reference,
+        "copy_level": t.copy_level,
+        "limited_by": t.limited_by,
         "count": len(nc),
-        "members_copied": sum(int(labels[c]) for c in copied),
-        "non_members_copied": sum(1 - int(labels[c]) for c in copied),
+        "members_copied": sum(int(labels[c]) for c in nc.copied),
+        "non_members_copied": sum(1 - int(labels[c]) for c in nc.copied),
+        "copied": [ids[c] for c in nc.copied],
         "max_shift_px": MAX_SHIFT,
         "max_turn_degrees": max(ANGLES),
         "listed_at_most": MAX_LISTED,
@@ -87,6 +110,40 @@ def power_json(result: AuditResult) -> dict | None:
         "fraction": power.fraction,
         "needed": POWER_NEEDED,
         "conclusive": result.conclusive,
+        "deciding_level": DECIDING_LEVEL,
+        "levels": {
+            name: {
+                "planted": level.planted,
+                "found": level.found,
+                "fraction": level.fraction,
+                "recipe": asdict(CANARY_LEVELS[name]),
+            }
+            for name, level in power.levels.items()
+        },
+    }
+
+
+def exposure_json(result: AuditResult) -> dict | None:
+    """Exposure at low FPR: the counts, chance, the exact test, the exposed members."""
+    e = result.exposure
+    if e is None:
+        return None
+    ids, alpha = result.candidates.ids, result.settings.exposure_alpha
+    return {
+        "fpr": e.fpr,
+        "achieved_fpr": e.achieved_fpr,
+        "members_exposed": e.members_exposed,
+        "non_members_exposed": e.non_members_exposed,
+        "n_members": e.n_members,
+        "n_non_members": e.n_non_members,
+        "expected_by_chance": e.expected_by_chance,
+        "p_value": e.p_value,
+        "test": "stratified exact (per-fold hypergeometric), one-sided",
+        "alpha": alpha,
+        "significant": alpha > 0 and e.p_value < alpha,
+        "exposed": [ids[i] for i in e.exposed],
+        "exposed_by_near_copy": [ids[i] for i in e.by_near_copy],
+        "thresholds": e.thresholds,
     }
 
 
@@ -184,6 +241,7 @@ def result_json(result: AuditResult) -> dict:
         "failures": result.failures,
         "near_copies": near_copies_json(result),
         "power_check": power_json(result),
+        "exposure": exposure_json(result),
         "warnings": result.warnings,
         "skipped_images": skipped_images(result),
         "cache": result.cache,

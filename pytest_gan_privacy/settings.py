@@ -64,7 +64,11 @@ class AuditSettings:
     # extra real images, neither candidates nor training images, for the calibrated attacks
     reference: Path | None = None
     fail_on_near_copies: bool = False
-    canaries: int = 10  # members copied into the generated set by the power check
+    # the default gate also fails when a member has a near-copy, and when members are
+    # exposed at low FPR beyond chance at this significance level (0: not checked)
+    allow_member_near_copies: bool = False
+    exposure_alpha: float = 0.01
+    canaries: int = 100  # members copied by the power check, at each of its levels
     fail_inconclusive: bool = False
     # medical formats (medical.DecodeOptions): a VOI window (center, width) in the
     # modality's units that overrides every header, how NIfTI volumes are sliced
@@ -109,7 +113,7 @@ class Option:
 
     name: str
     help: str
-    kind: str = "str"  # str, path, fraction, int, choice, bool, window or range
+    kind: str = "str"  # str, path, fraction, probability, int, choice, bool, window or range
     choices: tuple[str, ...] = ()
     minimum: int = 0
 
@@ -135,6 +139,8 @@ class Option:
             return value if isinstance(value, Path) else Path(str(value)).expanduser()
         if self.kind == "fraction":
             return parse_max_f1(value)
+        if self.kind == "probability":
+            return parse_probability(value, self.name.replace("_", " "))
         if self.kind == "int":
             return parse_int(value, self.name.replace("_", " "), self.minimum)
         if self.kind == "choice":
@@ -221,8 +227,27 @@ OPTIONS: tuple[Option, ...] = (
         "calibrated attacks compare with them instead of the other candidates",
         "path",
     ),
-    Option("fail_on_near_copies", "fail when any generated image is a near-copy", "bool"),
-    Option("canaries", "members copied into the generated images by the power check", "int"),
+    Option(
+        "fail_on_near_copies",
+        "fail when any generated image is a near-copy, also of a non-member",
+        "bool",
+    ),
+    Option(
+        "allow_member_near_copies",
+        "do not fail when a member has a near-copy among the generated images",
+        "bool",
+    ),
+    Option(
+        "exposure_alpha",
+        "fail when members are identified at low FPR beyond chance with p below this "
+        "(0: no exposure check)",
+        "probability",
+    ),
+    Option(
+        "canaries",
+        "members copied by the power check at each of its levels (exact, standard, hard)",
+        "int",
+    ),
     Option(
         "fail_inconclusive",
         "fail when the power check finds fewer than 90% of the planted copies",
@@ -263,6 +288,19 @@ def parse_max_f1(value: object) -> float:
         ) from None
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"the F1 limit must be between 0 and 1, got {number}")
+    return number
+
+
+def parse_probability(value: object, what: str) -> float:
+    """A significance level: a number from 0 up to, not including, 1."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"the {what} must be a number from 0 to below 1, got {value!r}"
+        ) from None
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"the {what} must be from 0 to below 1, got {number}")
     return number
 
 

@@ -67,6 +67,12 @@ def _numbers(result) -> dict:
     data = result.as_dict()
     for volatile in ("created", "seconds", "timings", "settings", "inputs", "cache"):
         data.pop(volatile)
+    sha = {row["id"]: row["sha256"] for row in data["candidates"]}
+    for block, key in (("near_copies", "copied"), ("exposure", "exposed")):
+        data[block][key] = sorted(sha[i] for i in data[block][key])  # by content, not name
+    data["exposure"]["exposed_by_near_copy"] = sorted(
+        sha[i] for i in data["exposure"]["exposed_by_near_copy"]
+    )
     for row in data["candidates"]:  # names change; hashes, scores and calls may not
         row.pop("id")
         for neighbour in row["nearest_generated"]:
@@ -227,27 +233,53 @@ def test_same_seed_same_numbers(leaky_release, tmp_path: Path):
     assert _numbers(other) != _numbers(first)
 
 
-def test_near_copies_fail_the_gate_only_when_asked(leaky_release):
-    loose = run_audit(settings_for(leaky_release, max_f1=1.0))
+def test_the_default_gate_fails_a_leak_through_each_of_its_checks(leaky_release):
+    default = run_audit(settings_for(leaky_release))
+    members = default.as_dict()["near_copies"]["members_copied"]
+    e = default.exposure
+    assert members > 0 and e.members_exposed > e.non_members_exposed and e.p_value < 0.01
+    assert [f.split(" ")[0] for f in default.failures] == [
+        "leakage",
+        str(members),
+        str(e.members_exposed),
+    ]
+    loose = run_audit(
+        settings_for(leaky_release, max_f1=1.0, allow_member_near_copies=True, exposure_alpha=0)
+    )
     assert loose.passed and len(loose.near_copies) > 0
-    assert loose.as_dict()["near_copies"]["members_copied"] > 0
     assert loose.as_dict()["near_copies"]["non_members_copied"] == 0
-    strict = run_audit(settings_for(leaky_release, max_f1=1.0, fail_on_near_copies=True))
+    assert loose.as_dict()["exposure"]["significant"] is False  # the check is off
+    strict = run_audit(
+        settings_for(
+            leaky_release,
+            max_f1=1.0,
+            allow_member_near_copies=True,
+            exposure_alpha=0,
+            fail_on_near_copies=True,
+        )
+    )
     assert not strict.passed
     assert strict.failures == [
         f"{len(strict.near_copies)} generated image(s) are near-copies of candidates"
     ]
 
 
+def test_a_clean_release_passes_every_check_conclusively(clean_release):
+    result = run_audit(settings_for(clean_release))
+    assert result.verdict == "PASS" and result.failures == []
+    assert len(result.near_copies) == 0 and result.near_copies.copied == []
+    assert result.exposure.p_value > 0.05
+    assert result.power.levels["exact"].fraction == 1.0 and result.power.fraction >= 0.9
+
+
 def test_a_power_check_that_misses_copies_makes_a_pass_inconclusive(clean_release):
     from dataclasses import replace
 
-    from pytest_gan_privacy.nearcopies import PowerCheck
+    from pytest_gan_privacy.nearcopies import DECIDING_LEVEL, LevelPower, PowerCheck
 
     result = run_audit(settings_for(clean_release))
-    assert result.verdict == "PASS" and result.power.fraction == 1.0
-    assert len(result.near_copies) == 0
-    result.power = PowerCheck(planted=10, found=7, members=list(range(10)))
+    assert result.verdict == "PASS" and result.power.fraction >= 0.9
+    result.power = PowerCheck({DECIDING_LEVEL: LevelPower(10, 7)}, list(range(10)))
     assert result.verdict == "PASS (inconclusive)" and result.passed
     assert result.as_dict()["power_check"]["conclusive"] is False
     result.settings = replace(result.settings, fail_inconclusive=True)

@@ -1,6 +1,7 @@
 """The gate: the per-fold choice of attack, the checks and the verdict."""
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -8,13 +9,27 @@ from pytest_gan_privacy import gate
 from pytest_gan_privacy.gate import (
     ConclusivePower,
     F1Limit,
+    NoExposure,
+    NoMemberNearCopies,
     NoNearCopies,
     best_per_fold,
     checks_for,
     decide,
 )
 from pytest_gan_privacy.metrics import stratified_folds
-from pytest_gan_privacy.nearcopies import NearCopies, PowerCheck
+from pytest_gan_privacy.nearcopies import (
+    DECIDING_LEVEL,
+    LevelPower,
+    NearCopies,
+    NearCopyThreshold,
+    PowerCheck,
+)
+
+THRESHOLD = NearCopyThreshold(value=0.9, reference=0.8, copy_level=0.9)
+
+
+def _power(found: int, planted: int = 10) -> PowerCheck:
+    return PowerCheck({DECIDING_LEVEL: LevelPower(planted, found)}, list(range(planted)))
 
 
 def test_choosing_among_attacks_is_cross_fitted_and_finds_the_informative_one():
@@ -53,8 +68,14 @@ class _Result:
 
     f1: float
     settings: object = None
-    near_copies: NearCopies = field(default_factory=lambda: NearCopies(threshold=0.9))
+    near_copies: NearCopies = field(default_factory=lambda: NearCopies(threshold=THRESHOLD))
     power: PowerCheck | None = None
+    exposure: object = None
+    labels: tuple = (1, 1, 0, 0)
+
+    @property
+    def candidates(self):
+        return SimpleNamespace(labels=np.array(self.labels))
 
     @property
     def gate(self):
@@ -66,6 +87,8 @@ class _Settings:
     max_f1: float = 0.6
     fail_on_near_copies: bool = False
     fail_inconclusive: bool = False
+    allow_member_near_copies: bool = True
+    exposure_alpha: float = 0.0
 
 
 def test_the_f1_limit_fails_only_above_it():
@@ -74,8 +97,10 @@ def test_the_f1_limit_fails_only_above_it():
 
 
 def test_near_copies_and_power_are_checked_only_when_asked():
-    copied = NearCopies(0.9, generated_index=[3], candidate_index=[0], similarity=[0.95])
-    weak = PowerCheck(planted=10, found=7, members=list(range(10)))
+    copied = NearCopies(
+        THRESHOLD, generated_index=[3], candidate_index=[2], similarity=[0.95], copied=[2]
+    )
+    weak = _power(found=7)
     result = _Result(f1=0.5, settings=_Settings(), near_copies=copied, power=weak)
     assert [type(c) for c in checks_for(result.settings)] == [F1Limit]
     decision = decide(result)
@@ -92,8 +117,39 @@ def test_near_copies_and_power_are_checked_only_when_asked():
 
 def test_a_power_check_at_the_needed_fraction_is_conclusive():
     needed = round(10 * gate.POWER_NEEDED)
-    power = PowerCheck(planted=10, found=needed, members=list(range(10)))
+    power = _power(found=needed)
     result = _Result(f1=0.1, settings=_Settings(fail_inconclusive=True), power=power)
     assert decide(result).verdict == "PASS"
-    result.power = PowerCheck(planted=10, found=needed - 1, members=list(range(10)))
+    result.power = _power(found=needed - 1)
     assert decide(result).verdict == "FAIL"
+
+
+def test_a_member_with_a_near_copy_fails_by_default_a_non_member_does_not():
+    on_non_member = NearCopies(THRESHOLD, [3], [2], [0.95], copied=[2])
+    on_member = NearCopies(THRESHOLD, [3], [0], [0.95], copied=[0, 2])
+    default = _Settings(allow_member_near_copies=False)
+    assert NoMemberNearCopies() in checks_for(default)
+    assert decide(_Result(f1=0.5, settings=default, near_copies=on_non_member)).passed
+    failed = decide(_Result(f1=0.5, settings=default, near_copies=on_member))
+    assert failed.failures == ["1 member(s) have a near-copy among the generated images"]
+
+
+def test_significant_exposure_fails_at_the_level_set():
+    exposed = SimpleNamespace(
+        members_exposed=12,
+        n_members=200,
+        non_members_exposed=2,
+        n_non_members=200,
+        fpr=0.01,
+        expected_by_chance=2.5,
+        p_value=0.004,
+    )
+    strict = _Result(f1=0.5, settings=_Settings(exposure_alpha=0.01), exposure=exposed)
+    assert decide(strict).failures == [
+        "12 of 200 members are exposed at 1.0% FPR against 2 of 200 non-members (expected "
+        "by chance: 2.5; p = 0.004 < 0.01)"
+    ]
+    assert decide(
+        _Result(f1=0.5, settings=_Settings(exposure_alpha=0.001), exposure=exposed)
+    ).passed
+    assert NoExposure(0.01) not in checks_for(_Settings(exposure_alpha=0))

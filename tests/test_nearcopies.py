@@ -1,22 +1,30 @@
-"""The near-copy detector and the power check, on synthetic phantoms."""
+"""The near-copy detector, its threshold and the power check, on synthetic phantoms."""
+
+import math
 
 import torch
 from helpers import phantoms
 
 from pytest_gan_privacy.nearcopies import (
+    CANARY_LEVELS,
+    COPY_QUANTILE,
+    CopyRecipe,
     augmented_copies,
+    copy_level,
     find_near_copies,
     generated_side,
+    near_copy_threshold,
+    own_similarity,
     pick_canaries,
     power_check,
-    real_pair_threshold,
+    real_pair_reference,
     robust_scan,
+    transformed_crops,
 )
 
 
 def _brute_force(generated: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    from pytest_gan_privacy.nearcopies import transformed_crops
-
+    """(G, C) the detector's similarity of every generated image to every candidate."""
     bank = transformed_crops(candidates)  # (T, C, D)
     return torch.einsum("gd,tcd->gtc", generated_side(generated), bank).amax(dim=1)
 
@@ -31,38 +39,101 @@ def test_blockwise_scan_equals_the_full_comparison():
     assert torch.equal(scan.candidate_top_index, full.topk(3, dim=0).indices.T)
 
 
+def test_the_reference_is_the_largest_second_best_real_pair():
+    candidates = phantoms(40, 6)  # two blocks of candidates
+    full = _brute_force(candidates, candidates)
+    full.fill_diagonal_(-math.inf)
+    second = full.topk(2, dim=1).values[:, 1]
+    assert abs(real_pair_reference(candidates) - float(second.max())) < 1e-5
+    assert abs(real_pair_reference(candidates, rank=1) - float(full.max())) < 1e-5
+
+
+def test_a_near_twin_does_not_move_the_reference_but_raises_the_old_maximum():
+    candidates = phantoms(40, 6)
+    twin = augmented_copies(candidates[:1], seed=9, recipe=CopyRecipe(shift=1, angle=1))
+    with_twin = torch.cat([candidates, twin])
+    assert real_pair_reference(with_twin, rank=1) > real_pair_reference(candidates, rank=1) + 0.05
+    assert abs(real_pair_reference(with_twin) - real_pair_reference(candidates)) < 0.02
+
+
+def test_pairs_within_one_patient_are_not_real_pairs():
+    candidates = phantoms(20, 6)
+    twins = augmented_copies(candidates, seed=9, recipe=CopyRecipe(shift=1, angle=1))
+    both = torch.cat([candidates, twins])  # every image has its twin: rank 2 sees the 2nd
+    groups = [f"patient {i % 20}" for i in range(40)]
+    assert real_pair_reference(both, groups=groups) < real_pair_reference(both, rank=1) - 0.05
+
+
+def test_the_copy_level_is_a_low_quantile_of_copies_against_their_originals():
+    candidates = phantoms(30, 7)
+    level = copy_level(candidates, seed=5)
+    per = min(8, math.ceil(400 / 30))  # several copies each, so the quantile is not noise
+    originals = candidates.repeat(per, 1, 1, 1)
+    sims = own_similarity(augmented_copies(originals, 5), originals)
+    assert level == float(torch.quantile(sims.double(), COPY_QUANTILE))
+    assert (sims > level).float().mean() >= 1 - COPY_QUANTILE - 0.01
+    full = _brute_force(originals[:5], originals[:5])
+    assert torch.allclose(own_similarity(originals[:5], originals[:5]), full.diagonal(), atol=1e-5)
+
+
 def test_moved_copies_are_found_and_fresh_images_are_not():
+    """The threshold sits at the copy level: about 95 % of standard copies are above it,
+    and no fresh image of the same population."""
     members, others = phantoms(20, 2), phantoms(20, 3)
     candidates = torch.cat([members, others])
-    threshold = real_pair_threshold(candidates)
-    copies = augmented_copies(members[:8], seed=4)
-    fresh = phantoms(30, 5)
+    threshold = near_copy_threshold(candidates, seed=1)
+    assert threshold.value == max(threshold.reference, threshold.copy_level)
+    copies = augmented_copies(members, seed=4)
+    fresh = phantoms(60, 5)
     near = find_near_copies(
         robust_scan(generated_side(torch.cat([copies, fresh])), candidates), threshold
     )
-    assert sorted(near.generated_index) == list(range(8))
-    assert sorted(near.candidate_index) == list(range(8))
-    assert all(s > threshold for s in near.similarity)
+    assert 17 <= len(near) and set(near.generated_index) <= set(range(20))  # no fresh one
+    assert near.candidate_index == [g for g in near.generated_index]  # each its own member
+    assert set(near.copied) == set(near.generated_index)
+    assert all(s > threshold.value for s in near.similarity)
 
 
-def test_the_threshold_ignores_each_image_itself():
-    candidates = phantoms(40, 6)  # two blocks of candidates
-    full = _brute_force(candidates, candidates)
-    full.fill_diagonal_(-float("inf"))
-    assert abs(real_pair_threshold(candidates) - float(full.max())) < 1e-5
-    assert real_pair_threshold(candidates) < 0.99
+def test_a_copy_flags_its_member_even_when_a_twin_matches_it_better():
+    members = phantoms(10, 2)
+    twin = augmented_copies(members[:1], seed=9, recipe=CopyRecipe(shift=0.5, angle=0.5))
+    candidates = torch.cat([members, twin, phantoms(10, 3)])
+    copy = augmented_copies(members[:1], seed=4)
+    threshold = near_copy_threshold(candidates, seed=1)
+    near = find_near_copies(robust_scan(generated_side(copy), candidates), threshold)
+    assert 0 in near.copied and 10 in near.copied  # the member and its twin
 
 
-def test_power_check_finds_planted_copies():
+def test_the_power_check_finds_standard_and_exact_canaries_at_every_level_it_reports():
     candidates = phantoms(30, 7)
-    threshold = real_pair_threshold(candidates)
-    members = pick_canaries([f"{i:064x}" for i in range(15)], count=5, seed=0)
+    threshold = near_copy_threshold(candidates, seed=1)
+    members = pick_canaries([f"{i:064x}" for i in range(15)], count=10, seed=0)
     check = power_check(candidates, members, threshold, seed=0)
-    assert check.planted == 5 and check.found == 5 and check.fraction == 1.0
+    assert set(check.levels) == set(CANARY_LEVELS)
+    assert check.levels["exact"].found == 10
+    assert check.planted == 10 and check.found >= 9 and check.fraction >= 0.9
+    assert check.levels["hard"].found <= check.levels["standard"].found
 
 
-def test_canaries_are_chosen_by_content_not_position():
+def test_an_impossible_threshold_finds_no_canary():
+    candidates = phantoms(30, 7)
+    threshold = near_copy_threshold(candidates, seed=1)
+    blind = type(threshold)(value=1.0, reference=1.0, copy_level=threshold.copy_level)
+    check = power_check(candidates, [0, 1, 2], blind, seed=0)
+    assert check.found == 0 and blind.limited_by == "real pairs"
+
+
+def test_canaries_are_chosen_by_content_not_position_and_duplicates_once():
     hashes = [f"{i:064x}" for i in range(20)]
     chosen = {hashes[i] for i in pick_canaries(hashes, 5, seed=1)}
     reversed_hashes = hashes[::-1]
     assert chosen == {reversed_hashes[i] for i in pick_canaries(reversed_hashes, 5, seed=1)}
+    doubled = sorted(hashes + hashes[:10])
+    picked = [doubled[i] for i in pick_canaries(doubled, 20, seed=1)]
+    assert len(picked) == len(set(picked)) == 20
+
+
+def test_the_standard_recipe_is_the_copies_scenarios():
+    x = phantoms(4, 1)
+    assert torch.equal(augmented_copies(x, 3), augmented_copies(x, 3, CANARY_LEVELS["standard"]))
+    assert torch.equal(augmented_copies(x, 3, CANARY_LEVELS["exact"]), x)

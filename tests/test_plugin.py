@@ -55,6 +55,8 @@ def test_ini_keys_configure_the_audit_and_the_command_line_wins(
         gan_audit_used = {leaky_release / "real" / "used"}
         gan_audit_not_used = {leaky_release / "real" / "not_used"}
         gan_audit_max_f1 = 0.99
+        gan_audit_allow_member_near_copies = true
+        gan_audit_exposure_alpha = 0
         gan_audit_report = out/audit.html
     """)
     pytester.runpytest("--gan-audit").assert_outcomes(passed=1)
@@ -104,7 +106,9 @@ def test_fixtures_and_marker_for_a_suite_of_several_models(
             assert gan_audit_result.passed
             assert len(gan_candidates) == 60 and len(gan_generated_samples) == 150
 
-        @pytest.mark.gan_audit(**paths(LEAKY), max_f1=1.0)
+        LOOSE = dict(max_f1=1.0, allow_member_near_copies=True, exposure_alpha=0)
+
+        @pytest.mark.gan_audit(**paths(LEAKY), **LOOSE)
         def test_leaky_model_within_a_loose_limit(gan_audit_result):
             assert gan_audit_result.gate.auc > 0.8
             assert gan_audit_result.passed
@@ -237,7 +241,7 @@ def test_under_xdist_the_controller_writes_the_report_once(
         def test_uses_the_configured_audit(gan_audit_result):
             assert gan_audit_result.f1 > 0.6
 
-        @pytest.mark.gan_audit(max_f1=0.99)
+        @pytest.mark.gan_audit(max_f1=0.99, allow_member_near_copies=True, exposure_alpha=0)
         def test_own_limit(gan_audit_result):
             assert gan_audit_result.passed
 

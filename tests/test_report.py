@@ -16,7 +16,13 @@ from helpers import audit_args, settings_for
 from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.charts import attack_f1_svg, roc_curve_svg, score_histogram_svg
 from pytest_gan_privacy.cli import build_parser
-from pytest_gan_privacy.report import RISKIEST, render_html, thumbnail_uri, write_outputs
+from pytest_gan_privacy.report import (
+    EXPOSED_SHOWN,
+    RISKIEST,
+    render_html,
+    thumbnail_uri,
+    write_outputs,
+)
 
 XSS_NAME = "<img src=x onerror=alert(1)>.png"
 SECTIONS = (
@@ -25,6 +31,7 @@ SECTIONS = (
     "attacks",
     "curves",
     "riskiest",
+    "exposure",
     "near-copies",
     "power",
     "provenance",
@@ -93,7 +100,8 @@ def test_report_shows_everything_in_order_verdict_first(leaky_report, leaky_resu
         "TPR at 0.1 % FPR",
         "Confusion matrix",
         "near-copies of a real candidate",
-        "planted among the generated images",
+        "was planted at each level",
+        "members exposed at 1 % FPR (expected by chance: ",
         *data["versions"].values(),
         *(i["manifest_sha256"] for i in data["inputs"].values()),
         *(stage for stage in data["timings"]),
@@ -108,6 +116,11 @@ def test_report_shows_everything_in_order_verdict_first(leaky_report, leaky_resu
     for row in riskiest:
         assert row["id"] in html and row["sha256"] in html
         assert all(n["id"] in html for n in row["nearest_generated"])
+    exposure = html[html.index('id="exposure"') : html.index('id="near-copies"')]
+    listed = [i for i in data["exposure"]["exposed"] if i in exposure]
+    assert len(listed) == min(EXPOSED_SHOWN, len(data["exposure"]["exposed"])) > 0
+    if len(data["exposure"]["exposed"]) > EXPOSED_SHOWN:
+        assert "exposed members are shown; the JSON lists them all" in exposure
     assert len(data["candidates"]) == len(leaky_result.candidates) == 60
     assert data["candidates"][0].keys() >= {"id", "sha256", "label", "score", "called_used"}
 
