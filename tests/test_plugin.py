@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from helpers import break_release
 
 
 def _flags(release: Path) -> list[str]:
@@ -78,8 +79,8 @@ def test_bad_input_fails_the_audit_item_with_a_clear_message(
     result = pytester.runpytest(
         "--gan-audit",
         f"--gan-audit-generated={tmp_path / 'none'}",
-        f"--gan-audit-used={tmp_path}",
-        f"--gan-audit-not-used={tmp_path}",
+        f"--gan-audit-used={tmp_path / 'u'}",
+        f"--gan-audit-not-used={tmp_path / 'n'}",
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*generated folder*none does not exist*--generated*"])
@@ -156,11 +157,9 @@ def test_bad_input_fails_the_audit_item_naming_the_file(
     case, pytester: pytest.Pytester, clean_release, tmp_path: Path
 ):
 
-    from test_cli import _break
-
     release = tmp_path / "release"
     shutil.copytree(clean_release, release)
-    expected = _break(case, release)
+    expected = break_release(case, release)
     result = pytester.runpytest("--gan-audit", *_flags(release), "--gan-audit-workers=0")
     result.assert_outcomes(failed=1)
     output = result.stdout.str()
