@@ -252,6 +252,7 @@ def test_warnings_and_skipped_images_are_in_the_report(clean_release, tmp_path: 
     for extra in sorted((release / "real" / "not_used").iterdir())[10:]:
         extra.unlink()
     html = render_html(run_audit(settings_for(release, skip_bad_images=True)))
-    assert html.count('class="banner warn"') == 2
+    assert html.count('class="banner warn"') == 3
     assert "unbalanced candidates: 30 used vs 10 not_used" in html
+    assert "too few candidates to mean much: 30 used and 10 not_used" in html
     assert 'id="skipped"' in html and "&lt;i&gt;bad.png" in html and "<i>bad" not in html
