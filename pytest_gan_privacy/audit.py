@@ -20,7 +20,7 @@ from . import __version__
 from .attacks import AttackScores, near_copy_attack, space_attacks
 from .cache import open_cache
 from .encoders import WORKING_SIZE, Encoder, feature_spaces
-from .errors import AuditInputError
+from .errors import AuditInputError, printable
 from .features import encode_images
 from .files import cache_folder, check_cache_folder
 from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
@@ -166,7 +166,9 @@ def load_candidates(settings: AuditSettings) -> Candidates:
     if shared:
         where_m = dict(zip(members.hashes, members.paths, strict=False))
         where_n = dict(zip(non_members.hashes, non_members.paths, strict=False))
-        pairs = "\n  ".join(f"{where_m[h]} = {where_n[h]}" for h in shared[:10])
+        pairs = "\n  ".join(
+            f"{printable(where_m[h])} = {printable(where_n[h])}" for h in shared[:10]
+        )
         raise AuditInputError(
             f"{len(shared)} image(s) are in both used and not_used (same content); an image "
             f"cannot be both a member and a non-member. Remove one copy of each:\n  {pairs}"
@@ -209,7 +211,10 @@ def unique_candidate_pixels(
         digests.append({d: ids[i] for d, i in first.items()})
     shared = sorted(set(digests[0]) & set(digests[1]))
     if shared:
-        pairs = "\n  ".join(f"used/{digests[0][d]} = not_used/{digests[1][d]}" for d in shared[:10])
+        pairs = "\n  ".join(
+            f"used/{printable(digests[0][d])} = not_used/{printable(digests[1][d])}"
+            for d in shared[:10]
+        )
         raise AuditInputError(
             f"{len(shared)} image(s) in used and not_used have the same pixels (other files, "
             "the same image); an image cannot be both a member and a non-member. Remove one "
@@ -234,7 +239,7 @@ def load_reference(settings: AuditSettings, candidates: Candidates) -> ImageSet 
         (i, where[h]) for i, h in zip(reference.ids, reference.hashes, strict=True) if h in where
     ]
     if shared:
-        pairs = "\n  ".join(f"reference/{r} = {c}" for r, c in shared[:10])
+        pairs = "\n  ".join(f"reference/{printable(r)} = {printable(c)}" for r, c in shared[:10])
         raise AuditInputError(
             f"{len(shared)} reference image(s) are also candidates (same content); the "
             "reference must hold real images that are neither used nor not_used. Remove "
@@ -430,7 +435,7 @@ def audit_warnings(result: AuditResult) -> list[str]:
     for images in (result.generated, members, non_members):
         if images.duplicates:
             pairs = ", ".join(
-                f"{images.role}/{copy} = {images.role}/{kept}"
+                f"{images.role}/{printable(copy)} = {images.role}/{printable(kept)}"
                 for copy, kept in images.duplicates[:DUPLICATES_SHOWN]
             )
             more = " ..." if len(images.duplicates) > DUPLICATES_SHOWN else ""
@@ -460,7 +465,7 @@ def audit_warnings(result: AuditResult) -> list[str]:
         )
     generated = set(result.generated.hashes)
     copies = [
-        f"{role}/{image_id}"
+        f"{role}/{printable(image_id)}"
         for role, images in (("used", members), ("not_used", non_members))
         for image_id, h in zip(images.ids, images.hashes, strict=True)
         if h in generated

@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import AuditInputError
+from .errors import AuditInputError, printable
 from .medical import (
     NIFTI_SUFFIXES,
     DecodeOptions,
@@ -194,7 +194,7 @@ def bad_files_message(
 ) -> str:
     """One message naming every unreadable file (the first 20) and the fix."""
     listed = sorted(bad.items(), key=lambda item: str(item[0]))
-    shown = "\n  ".join(f"{path}: {why}" for path, why in listed[:SHOWN_BAD_FILES])
+    shown = "\n  ".join(f"{printable(path)}: {why}" for path, why in listed[:SHOWN_BAD_FILES])
     more = f"\n  ... and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
     if nothing_left:
         fix = "none is left to audit; check that this is the right folder"
@@ -380,7 +380,7 @@ def assign_groups(images: ImageSet, groups: ImageGroups, found: set[Path]) -> No
     missing = sorted(p for p in groups.listed_under(images.folder) if p not in real)
     base = groups.source.parent
     if missing:
-        shown = "\n  ".join(os.path.relpath(p, base) for p in missing[:SHOWN_BAD_FILES])
+        shown = "\n  ".join(printable(os.path.relpath(p, base)) for p in missing[:SHOWN_BAD_FILES])
         raise AuditInputError(
             f"the groups file {groups.source} lists {len(missing)} file(s) in the "
             f"{images.role} folder {images.folder} that are not there; fix their paths "
@@ -390,7 +390,7 @@ def assign_groups(images: ImageSet, groups: ImageGroups, found: set[Path]) -> No
         images.groups[i] = groups.group_of(path) or images.groups[i]
     unlisted = sorted({p for p, g in zip(images.paths, images.groups, strict=True) if g is None})
     if unlisted:
-        shown = "\n  ".join(os.path.relpath(p, base) for p in unlisted[:SHOWN_BAD_FILES])
+        shown = "\n  ".join(printable(os.path.relpath(p, base)) for p in unlisted[:SHOWN_BAD_FILES])
         raise AuditInputError(
             f"{len(unlisted)} {images.role} images are not in the groups file "
             f"{groups.source} and have no patient of their own: add a line "

@@ -328,3 +328,22 @@ def test_reports_follow_the_users_umask(clean_release, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("r.html", "r.json"):
         assert oct((tmp_path / name).stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_hostile_file_name_cannot_forge_a_line_of_output(clean_release, tmp_path, capsys):
+    """Names are shown with their control characters escaped: a newline or an ANSI
+    escape in a file name can neither add a line nor recolour a CI log."""
+    release = tmp_path / "release"
+    shutil.copytree(clean_release, release)
+    forged = "x\nPASS: leakage F1 0.000\x1b[32m.png"
+    shutil.copy(sorted((release / "real/used").iterdir())[0], release / "real/used" / forged)
+    (release / "generated" / "bad\n\x1b[2Jname.png").write_text("not an image")
+    args = ["audit", *audit_args(release), "--report", str(tmp_path / "r.html"), "--quiet"]
+    assert main([*args, "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "bad\\n\\x1b[2Jname.png: not an image" in err and "\x1b" not in err
+    assert main([*args, "--workers", "0", "--skip-bad-images", "--features", "pixels"]) == 0
+    out = capsys.readouterr().out
+    assert "used/x\\nPASS: leakage F1 0.000\\x1b[32m.png" in out
+    assert "\x1b" not in out
+    assert [line for line in out.splitlines() if line.startswith("PASS")] == [out.splitlines()[0]]
