@@ -224,6 +224,33 @@ def unique_candidate_pixels(
     return Candidates(*sets), torch.cat(parts)
 
 
+def check_no_non_member_generated(
+    generated: ImageSet, candidates: Candidates, pixels: torch.Tensor
+) -> None:
+    """Stop when non-members appear byte for byte among the generated images: a model
+    that never saw them cannot have made them, so the generated folder holds real
+    images (copied in, or a link into the real folders), and with every candidate
+    among the "generated" ones no attack can tell members apart: the gate would pass.
+    Blank images (all pixels equal) are left alone: two encoders may write one the same."""
+    made = set(generated.hashes)
+    n_members = len(candidates.members)
+    ids = candidates.non_members.ids
+    found = [
+        ids[i]
+        for i, h in enumerate(candidates.non_members.hashes)
+        if h in made and float(pixels[n_members + i].std()) > 0
+    ]
+    if found:
+        shown = ", ".join(f"not_used/{printable(i)}" for i in found[:10])
+        more = " ..." if len(found) > 10 else ""
+        raise AuditInputError(
+            f"{len(found)} not_used image(s) appear byte for byte among the generated images "
+            f"({shown}{more}): a model that never saw them cannot have made them, so the "
+            f"generated folder {generated.folder} holds real images (copied in, or a link into "
+            "the real folders). Give --generated a folder of generated images only"
+        )
+
+
 def load_reference(settings: AuditSettings, candidates: Candidates) -> ImageSet | None:
     """The reference images (None: none given), which must share no image with the
     candidates: the calibrated attacks would compare a candidate with itself."""
@@ -292,6 +319,7 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
     # the candidates' pixels at the working size (the near-copy scan's), decoded now: a
     # copy with other bytes but the same pixels is a duplicate too
     candidates, pixels = unique_candidate_pixels(candidates, settings)
+    check_no_non_member_generated(generated, candidates, pixels)
     clock.lap("load")
 
     # fit: the learned space learns from the generated images (the others need nothing)

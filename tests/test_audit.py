@@ -351,3 +351,27 @@ def test_tiny_inputs_are_warned_about_in_the_json_and_the_report(tmp_path: Path)
     )
     html = render_html(result)
     assert "too few candidates to mean much" in html and "fewer generated images (3)" in html
+
+
+def test_generated_images_that_hold_the_non_members_are_refused(clean_release, tmp_path: Path):
+    """A generated folder that links to the real folders passed the gate (F1 0.56): with
+    every candidate among the "generated" images, no attack can tell members apart."""
+    import os
+
+    copy = _copy(clean_release, tmp_path)
+    os.symlink(copy / "real", copy / "generated" / "real")
+    with pytest.raises(AuditInputError, match="30 not_used image.*byte for byte.*never saw"):
+        run_audit(settings_for(copy, features="pixels"))
+
+
+def test_a_blank_image_shared_by_generated_and_non_members_is_no_error(
+    clean_release, tmp_path: Path
+):
+    copy = _copy(clean_release, tmp_path)
+    Image.new("L", (64, 64), 0).save(copy / "real/not_used/blank.png")
+    Image.new("L", (64, 64), 0).save(copy / "generated/blank.png")
+    assert (copy / "real/not_used/blank.png").read_bytes() == (
+        copy / "generated/blank.png"
+    ).read_bytes()
+    result = run_audit(settings_for(copy, features="pixels"))
+    assert any("1 real image(s) appear byte for byte" in w for w in result.warnings)
