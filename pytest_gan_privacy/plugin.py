@@ -594,7 +594,11 @@ def gan_audit_settings(request: pytest.FixtureRequest) -> AuditSettings:
         )
     for option in OPTIONS:  # marker paths are relative to the test file
         if option.is_path and option.name in overrides:
-            overrides[option.name] = Path(request.node.path).parent / Path(overrides[option.name])
+            try:  # validated before joining: an empty path would become the test's folder
+                value = option.parse(overrides[option.name])
+            except argparse.ArgumentTypeError as exc:
+                pytest.fail(f"gan_audit marker: {exc}", pytrace=False)
+            overrides[option.name] = Path(request.node.path).parent / value
     try:
         settings = _make_settings(state, overrides)
     except AuditInputError as exc:

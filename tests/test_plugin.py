@@ -590,3 +590,18 @@ def test_unmeasured_numbers_are_empty_junit_properties(pytester: pytest.Pytester
     assert props["gan_audit_f1_ci_low"] == props["gan_audit_f1_ci_high"] == ""
     assert props["gan_audit_tpr_at_1pct_fpr"] == ""  # 30 non-members cannot measure it
     assert "None" not in props.values()
+
+
+def test_a_marker_with_an_empty_path_is_refused(pytester: pytest.Pytester, clean_release):
+    """An empty marker path would have meant the test file's own folder."""
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.gan_audit(generated="", used={str(clean_release / "real/used")!r},
+                               not_used={str(clean_release / "real/not_used")!r})
+        def test_model(gan_audit_result):
+            pass
+    """)
+    result = pytester.runpytest("--gan-audit", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*gan_audit marker: the generated path is empty*"])
