@@ -30,10 +30,10 @@ from .nearcopies import (
     NearCopies,
     NearCopyEncoder,
     PowerCheck,
+    closest_real_pair,
     find_near_copies,
     pick_canaries,
     power_check,
-    real_pair_threshold,
     robust_scan,
 )
 from .runtime import Progress, cpu_threads, no_progress, resolve_device
@@ -96,6 +96,9 @@ class AuditResult:
     cache: dict | None = None  # the feature cache's folder and hits (None: off)
     near_copies: NearCopies | None = None
     power: PowerCheck | None = None
+    # the two distinct candidates most alike (candidate indices): they set the near-copy
+    # threshold
+    closest_pair: tuple[int, int] | None = None
 
     @property
     def gate(self) -> MembershipMetrics:
@@ -373,7 +376,7 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         device,
         progress=lambda done, total: progress("near-copy scan (candidates)", done, total),
     )
-    threshold = real_pair_threshold(pixels, device)
+    threshold, *closest = closest_real_pair(pixels, device)
     near_copies = find_near_copies(scan, threshold)
     scored.append(near_copy_attack(scan))
     clock.lap("attacks near-copy")
@@ -426,6 +429,7 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         cache=None if cache is None else cache.stats(),
         near_copies=near_copies,
         power=power,
+        closest_pair=(closest[0], closest[1]),
     )
     result.warnings = audit_warnings(result) + ([] if cache is None else cache.warnings)
     return result
@@ -479,6 +483,18 @@ def audit_warnings(result: AuditResult) -> list[str]:
             f"labels-blind guess gets {result.gate.chance_f1:.3f} against the limit "
             f"{result.settings.max_f1:.3f}, which assumes a balanced set. Judge by the AUC "
             "and the F1 over its chance level, or balance the used and not_used folders"
+        )
+    power = result.power
+    if power is not None and not result.conclusive and result.closest_pair is not None:
+        ids = result.candidates.ids
+        a, b = (printable(ids[i]) for i in result.closest_pair)
+        out.append(
+            f"the power check found only {power.found} of {power.planted} planted copies: the "
+            f"near-copy threshold, {result.near_copies.threshold:.4f}, is the similarity of the "
+            f"two most alike candidates, {a} and {b}, and a planted copy (shifted, turned, "
+            "re-exposed) is less like its source than they are. If one is a copy of the other "
+            "(the same image re-encoded), remove it; near twins (neighbouring slices) make "
+            "copies hard to tell from real images"
         )
     skipped = skipped_images(result)
     if skipped:

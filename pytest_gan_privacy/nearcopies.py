@@ -143,16 +143,27 @@ def robust_scan(
 
 
 @torch.inference_mode()
-def real_pair_threshold(candidates: torch.Tensor, device: torch.device | str = "cpu") -> float:
-    """The largest robust similarity between two distinct candidates."""
+def closest_real_pair(
+    candidates: torch.Tensor, device: torch.device | str = "cpu"
+) -> tuple[float, int, int]:
+    """The largest robust similarity between two distinct candidates, and which two
+    they are (the near-copy threshold, and what sets it)."""
     device = torch.device(device)
-    best = -math.inf
+    best, pair = -math.inf, (0, 0)
     for q0, c0, sims in _robust_similarities(generated_side(candidates), candidates, device, 256):
         rows = torch.arange(len(sims), device=device)
         itself = (rows + q0 >= c0) & (rows + q0 < c0 + sims.shape[1])
         sims[rows[itself], (rows + q0 - c0)[itself]] = -math.inf
-        best = max(best, float(sims.max()))
-    return best
+        value = float(sims.max())
+        if value > best:
+            r, c = divmod(int(sims.argmax()), sims.shape[1])
+            best, pair = value, (q0 + r, c0 + c)
+    return best, pair[0], pair[1]
+
+
+def real_pair_threshold(candidates: torch.Tensor, device: torch.device | str = "cpu") -> float:
+    """The largest robust similarity between two distinct candidates."""
+    return closest_real_pair(candidates, device)[0]
 
 
 @dataclass

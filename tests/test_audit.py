@@ -375,3 +375,19 @@ def test_a_blank_image_shared_by_generated_and_non_members_is_no_error(
     ).read_bytes()
     result = run_audit(settings_for(copy, features="pixels"))
     assert any("1 real image(s) appear byte for byte" in w for w in result.warnings)
+
+
+def test_an_inconclusive_power_check_names_the_candidates_that_set_the_threshold(
+    clean_release, tmp_path: Path
+):
+    """A member re-encoded as JPEG is no byte or pixel copy, yet nearly the same image:
+    the threshold rises above what planted copies reach. The warning says which two."""
+    copy = _copy(clean_release, tmp_path)
+    member = sorted((copy / "real/used").iterdir())[0]
+    Image.open(member).save(copy / "real/used/again.jpg", quality=95)
+    result = run_audit(settings_for(copy, features="pixels"))
+    assert result.verdict == "PASS (inconclusive)"
+    (warning,) = [w for w in result.warnings if w.startswith("the power check found only")]
+    assert f"used/{member.name}" in warning and "used/again.jpg" in warning
+    clean = run_audit(settings_for(clean_release, features="pixels"))
+    assert not any(w.startswith("the power check") for w in clean.warnings)
