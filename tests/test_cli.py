@@ -347,3 +347,16 @@ def test_a_hostile_file_name_cannot_forge_a_line_of_output(clean_release, tmp_pa
     assert "used/x\\nPASS: leakage F1 0.000\\x1b[32m.png" in out
     assert "\x1b" not in out
     assert [line for line in out.splitlines() if line.startswith("PASS")] == [out.splitlines()[0]]
+
+
+def test_ctrl_c_exits_130_without_a_traceback(clean_release, tmp_path, monkeypatch, capsys):
+    import pytest_gan_privacy.audit
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", interrupted)
+    code = main(["audit", *audit_args(clean_release), "--report", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 130 and "gan-privacy: interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "r.html").exists()

@@ -188,3 +188,13 @@ def test_the_cache_folder_stays_apart_from_the_inputs(tmp_path, inputs):
     with pytest.raises(AuditInputError, match="is a file, not a folder"):
         check_cache_folder(tmp_path / "a-file", inputs)
     check_cache_folder(tmp_path / "cache", inputs)
+
+
+def test_a_report_path_that_links_to_an_input_replaces_the_link_not_the_image(tmp_path, inputs):
+    image = inputs["used"] / "004169.png"
+    link = tmp_path / "report.html"
+    os.symlink(image, link)
+    check_outputs([(link, True)], inputs)  # it lands beside the link, outside the inputs
+    atomic_write(link, "<html>")
+    assert not link.is_symlink() and link.read_text() == "<html>"
+    assert image.read_bytes() == b"a training image"
