@@ -8,6 +8,7 @@ results and report turn the result into the JSON and the HTML report.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,9 +20,10 @@ from . import __version__
 from .attacks import AttackScores, near_copy_attack, space_attacks
 from .cache import open_cache
 from .encoders import WORKING_SIZE, Encoder, feature_spaces
-from .errors import AuditInputError
+from .errors import AuditInputError, printable
 from .exposure import Exposure, exposure
 from .features import encode_images
+from .files import cache_folder, check_cache_folder
 from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
 from .images import ImageSet, load_image_set, load_pixels
 from .metrics import MembershipMetrics, check_fold_counts, membership_metrics, stratified_folds
@@ -37,7 +39,7 @@ from .nearcopies import (
     robust_scan,
 )
 from .runtime import Progress, cpu_threads, no_progress, resolve_device
-from .settings import AuditSettings
+from .settings import AuditSettings, check_input_paths
 
 
 @dataclass
@@ -167,13 +169,113 @@ def load_candidates(settings: AuditSettings) -> Candidates:
     if shared:
         where_m = dict(zip(members.hashes, members.paths, strict=False))
         where_n = dict(zip(non_members.hashes, non_members.paths, strict=False))
-        pairs = "\n  ".join(f"{where_m[h]} = {where_n[h]}" for h in shared[:10])
+        pairs = "\n  ".join(
+            f"{printable(where_m[h])} = {printable(where_n[h])}" for h in shared[:10]
+        )
         raise AuditInputError(
             f"{len(shared)} image(s) are in both used and not_used (same content); an image "
             f"cannot be both a member and a non-member. Remove one copy of each:\n  {pairs}"
         )
     check_fold_counts(len(members), len(non_members), settings.folds)
     return Candidates(members, non_members)
+
+
+def unique_candidate_pixels(
+    candidates: Candidates, settings: AuditSettings
+) -> tuple[Candidates, torch.Tensor]:
+    """The candidates decoded at the working size, (C, 1, size, size), without the
+    images whose pixels equal another candidate's there (a slice saved twice as PNG
+    with other compression, or as PNG and BMP): counted twice, they would weigh twice
+    in every number, and as "two distinct real candidates" that are identical they set
+    the near-copy threshold at 1, so that no copy, planted or real, is ever found.
+    Copies within a folder are left out and named (ImageSet.duplicates); the same
+    pixels in used and not_used stop the audit. Images that cannot be decoded (with
+    skip_bad_images) are dropped here, so that every later step sees the same sets."""
+    sets, parts, digests = [], [], []
+    for images in (candidates.members, candidates.non_members):
+        pix = load_pixels(images, WORKING_SIZE, settings.batch_size, settings.workers)
+        if any(p in images.skipped for p in images.paths):
+            total = len(images)
+            pix = pix[images.drop_skipped()]
+            images.check_not_empty(total)
+        digest = [hashlib.sha256(row.numpy().tobytes()).hexdigest() for row in pix]
+        keep, first = [], {}
+        ids = images.ids
+        for i, d in enumerate(digest):
+            if d in first:
+                images.duplicates.append((ids[i], ids[first[d]]))
+            else:
+                first[d] = i
+                keep.append(i)
+        if len(keep) < len(images):
+            images, pix = images.subset(keep), pix[keep]
+        sets.append(images)
+        parts.append(pix)
+        digests.append({d: ids[i] for d, i in first.items()})
+    shared = sorted(set(digests[0]) & set(digests[1]))
+    if shared:
+        pairs = "\n  ".join(
+            f"used/{printable(digests[0][d])} = not_used/{printable(digests[1][d])}"
+            for d in shared[:10]
+        )
+        raise AuditInputError(
+            f"{len(shared)} image(s) in used and not_used have the same pixels (other files, "
+            "the same image); an image cannot be both a member and a non-member. Remove one "
+            f"of each:\n  {pairs}"
+        )
+    check_fold_counts(len(sets[0]), len(sets[1]), settings.folds)
+    return Candidates(*sets), torch.cat(parts)
+
+
+def check_no_non_member_generated(
+    generated: ImageSet, candidates: Candidates, pixels: torch.Tensor
+) -> None:
+    """Stop when non-members appear byte for byte among the generated images: a model
+    that never saw them cannot have made them, so the generated folder holds real
+    images (copied in, or a link into the real folders), and with every candidate
+    among the "generated" ones no attack can tell members apart: the gate would pass.
+    Blank images (all pixels equal) are left alone: two encoders may write one the same."""
+    made = set(generated.hashes)
+    n_members = len(candidates.members)
+    ids = candidates.non_members.ids
+    found = [
+        ids[i]
+        for i, h in enumerate(candidates.non_members.hashes)
+        if h in made and float(pixels[n_members + i].std()) > 0
+    ]
+    if found:
+        shown = ", ".join(f"not_used/{printable(i)}" for i in found[:10])
+        more = " ..." if len(found) > 10 else ""
+        raise AuditInputError(
+            f"{len(found)} not_used image(s) appear byte for byte among the generated images "
+            f"({shown}{more}): a model that never saw them cannot have made them, so the "
+            f"generated folder {generated.folder} holds real images (copied in, or a link into "
+            "the real folders). Give --generated a folder of generated images only"
+        )
+
+
+def load_reference(settings: AuditSettings, candidates: Candidates) -> ImageSet | None:
+    """The reference images (None: none given), which must share no image with the
+    candidates: the calibrated attacks would compare a candidate with itself."""
+    if settings.reference is None:
+        return None
+    reference = load_image_set(settings.reference, "reference", settings.skip_bad_images)
+    where = {
+        h: f"{role}/{i}"
+        for role, images in (("used", candidates.members), ("not_used", candidates.non_members))
+        for i, h in zip(images.ids, images.hashes, strict=True)
+    }
+    shared = [
+        (i, where[h]) for i, h in zip(reference.ids, reference.hashes, strict=True) if h in where
+    ]
+    if shared:
+        pairs = "\n  ".join(f"reference/{printable(r)} = {printable(c)}" for r, c in shared[:10])
+        raise AuditInputError(
+            f"{len(shared)} reference image(s) are also candidates (same content); the "
+            "reference must hold real images that are neither used nor not_used. Remove "
+            f"them from the reference folder {settings.reference}:\n  {pairs}"
+        )
+    return reference
 
 
 class _Stopwatch:
@@ -196,10 +298,15 @@ class _Stopwatch:
 def run_audit(settings: AuditSettings, progress: Progress | None = None) -> AuditResult:
     """Run the whole audit described by `settings` and return its result.
 
-    Raises AuditInputError for bad input; writes nothing but cache entries (see
-    report.write_outputs). Random choices draw from generators seeded by
+    Raises AuditInputError for bad input, the paths' before any work (inputs that are
+    missing, the same or nested; a cache folder among them); writes nothing but cache
+    entries (see report.write_outputs). Random choices draw from generators seeded by
     `settings.seed`; the caller's global random state is left alone.
     """
+    check_input_paths(settings)
+    folder = cache_folder(settings)
+    if folder is not None:
+        check_cache_folder(folder, settings.inputs())
     with cpu_threads():  # as many as this process may use (runtime.cpu_budget)
         return _run(settings, progress or no_progress)
 
@@ -211,9 +318,11 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
     # load
     generated = load_image_set(settings.generated, "generated", settings.skip_bad_images)
     candidates = load_candidates(settings)
-    reference = None
-    if settings.reference is not None:
-        reference = load_image_set(settings.reference, "reference", settings.skip_bad_images)
+    reference = load_reference(settings, candidates)
+    # the candidates' pixels at the working size (the near-copy scan's), decoded now: a
+    # copy with other bytes but the same pixels is a duplicate too
+    candidates, pixels = unique_candidate_pixels(candidates, settings)
+    check_no_non_member_generated(generated, candidates, pixels)
     clock.lap("load")
 
     # fit: the learned space learns from the generated images (the others need nothing)
@@ -228,7 +337,7 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
             images, encoder, device, settings.batch_size, settings.workers, progress, cache
         )
 
-    decoded: dict[int, torch.Tensor] = {}
+    decoded: dict[int, torch.Tensor] = {WORKING_SIZE: pixels}
 
     def candidate_pixels(size: int) -> torch.Tensor:
         """The candidates' pixels at a size, decoded once per size."""
@@ -332,6 +441,11 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
 # A larger class more than this many times the smaller one makes F1 mean little:
 # chance F1 follows the member fraction, and the default limit assumes a balance.
 MAX_CLASS_RATIO = 1.5
+# Fewer candidates per class than this and the F1 means little: a labels-blind guess
+# that calls half of 20 + 20 candidates used reaches F1 0.6 about one time in six
+# (hypergeometric), of 100 + 100 one time in 280.
+MIN_CANDIDATES_PER_CLASS = 20
+DUPLICATES_SHOWN = 10
 
 
 def audit_warnings(result: AuditResult) -> list[str]:
@@ -341,6 +455,31 @@ def audit_warnings(result: AuditResult) -> list[str]:
     out = []
     members, non_members = result.candidates.members, result.candidates.non_members
     n_m, n_n = len(members), len(non_members)
+    if min(n_m, n_n) < MIN_CANDIDATES_PER_CLASS:
+        out.append(
+            f"too few candidates to mean much: {n_m} used and {n_n} not_used (fewer than "
+            f"{MIN_CANDIDATES_PER_CLASS} per class). By chance alone the F1 can land far from "
+            "its true value, so neither a PASS nor a FAIL is evidence; use at least 100 of each"
+        )
+    if len(result.generated) < n_m + n_n:
+        out.append(
+            f"fewer generated images ({len(result.generated)}) than candidates ({n_m + n_n}): "
+            "most candidates have no generated image to be like, so a PASS means little. "
+            "Audit a sample of generated images at least as large as the candidate set"
+        )
+    for images in (result.generated, members, non_members):
+        if images.duplicates:
+            pairs = ", ".join(
+                f"{images.role}/{printable(copy)} = {images.role}/{printable(kept)}"
+                for copy, kept in images.duplicates[:DUPLICATES_SHOWN]
+            )
+            more = " ..." if len(images.duplicates) > DUPLICATES_SHOWN else ""
+            out.append(
+                f"{len(images.duplicates)} {images.role} image(s) are copies of another image "
+                f"in that folder (the same file content or the same pixels) and were counted "
+                f"once: {pairs}{more}. "
+                "Remove the copies"
+            )
     if max(n_m, n_n) > MAX_CLASS_RATIO * min(n_m, n_n):
         out.append(
             f"unbalanced candidates: {n_m} used vs {n_n} not_used. F1 means little here: a "
@@ -348,6 +487,9 @@ def audit_warnings(result: AuditResult) -> list[str]:
             f"{result.settings.max_f1:.3f}, which assumes a balanced set. Judge by the AUC "
             "and the F1 over its chance level, or balance the used and not_used folders"
         )
+    power = result.power
+    if power is not None and not result.conclusive and result.near_copies is not None:
+        out.append(_weak_power(result))
     skipped = skipped_images(result)
     if skipped:
         by_role = ", ".join(
@@ -361,7 +503,7 @@ def audit_warnings(result: AuditResult) -> list[str]:
         )
     generated = set(result.generated.hashes)
     copies = [
-        f"{role}/{image_id}"
+        f"{role}/{printable(image_id)}"
         for role, images in (("used", members), ("not_used", non_members))
         for image_id, h in zip(images.ids, images.hashes, strict=True)
         if h in generated
@@ -373,3 +515,23 @@ def audit_warnings(result: AuditResult) -> list[str]:
             f"the worst leak: {shown}"
         )
     return out
+
+
+def _weak_power(result: AuditResult) -> str:
+    """Why the power check missed its planted copies, and what to do."""
+    power, t = result.power, result.near_copies.threshold
+    found = f"the power check found only {power.found} of {power.planted} planted copies"
+    if t.limited_by == "real pairs" and t.pair is not None:
+        a, b = (printable(result.candidates.ids[i]) for i in t.pair)
+        return (
+            f"{found}: the near-copy threshold, {t.value:.4f}, is set by real images as alike "
+            f"as copies ({a} is that close to {b} and to one more candidate), so copies are "
+            "hard to tell from real images. If some are copies of others (the same image "
+            "re-encoded, neighbouring slices of one series), remove them or give the patients "
+            "with --groups, whose pairs are then left out"
+        )
+    return (
+        f"{found}: a standard copy of these images (shifted, turned, re-exposed) often scores "
+        f"under the near-copy threshold, {t.value:.4f}; a PASS means little for copies made "
+        "this way"
+    )

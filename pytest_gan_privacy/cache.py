@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,9 @@ import safetensors.torch  # imported here, not lazily: a PyO3 module loads once 
 import torch
 from filelock import FileLock
 
-from .files import atomic_write
+from .files import ENV_VAR, atomic_write, cache_folder, default_cache_dir  # noqa: F401
 
 CACHE_FORMAT = "pytest-gan-privacy-cache/1"
-ENV_VAR = "GAN_PRIVACY_CACHE_DIR"
 
 
 def cache_key(*parts: Any) -> str:
@@ -62,15 +60,6 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return digest.hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """$GAN_PRIVACY_CACHE_DIR, else $XDG_CACHE_HOME/pytest-gan-privacy, else
-    ~/.cache/pytest-gan-privacy. RuntimeError when there is no home folder."""
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "pytest-gan-privacy"
 
 
 class TensorCache:
@@ -129,7 +118,10 @@ class TensorCache:
             if not self.folder.exists():
                 self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             atomic_write(
-                self._path(namespace, key), safetensors.torch.save(tensors, meta), durable=False
+                self._path(namespace, key),
+                safetensors.torch.save(tensors, meta),
+                durable=False,
+                private=True,
             )
         except OSError as exc:
             self.writable = False
@@ -177,13 +169,8 @@ def _verified(data: bytes, key: str) -> dict[str, torch.Tensor] | None:
 
 
 def open_cache(settings) -> TensorCache | None:
-    """The cache the settings ask for: None with `no_cache`, else `cache_dir`, else
-    the default folder (see `default_cache_dir`)."""
+    """The cache the settings ask for: None with `no_cache`, else the folder
+    `cache_folder` names (a cache that warns and caches nothing without one)."""
     if settings.no_cache:
         return None
-    if settings.cache_dir is not None:
-        return TensorCache(Path(settings.cache_dir))
-    try:
-        return TensorCache(default_cache_dir())
-    except RuntimeError:  # Path.home() without a home folder
-        return TensorCache(None)
+    return TensorCache(cache_folder(settings))

@@ -223,14 +223,17 @@ def attack_f1_svg(
         y = ax.y1 + 4 + row * i
         colour = "#444" if name == gating_attack else "#9a9a9a"
         label = f"{name} (gate)" if name == gating_attack else name
-        lo_ci, hi_ci = a["f1_ci"]
         body.append(
             f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" {FONT}>{_text(label)}</text>'
             f'<rect x="{ax.x(0):.1f}" y="{y + 3}" width="{ax.x(a["f1"]) - ax.x(0):.1f}" '
             f'height="14" fill="{colour}"><title>{_text(name)}: F1 {a["f1"]:.3f}</title></rect>'
-            f'<line x1="{ax.x(lo_ci):.1f}" y1="{y + 10}" x2="{ax.x(hi_ci):.1f}" y2="{y + 10}" '
-            'stroke="#000" stroke-width="1.5"/>'
         )
+        if a["f1_ci"] is not None:  # no bootstrap: no interval drawn
+            lo_ci, hi_ci = a["f1_ci"]
+            body.append(
+                f'<line x1="{ax.x(lo_ci):.1f}" y1="{y + 10}" x2="{ax.x(hi_ci):.1f}" '
+                f'y2="{y + 10}" stroke="#000" stroke-width="1.5"/>'
+            )
     # the limit's label right of its line, chance's left of its own: they rarely collide
     for value, colour, label, dx, anchor in (
         (max_f1, "#b00", "limit", 3, "start"),

@@ -1,6 +1,8 @@
 """The command line: `gan-privacy audit`, the same audit as under pytest.
 
-Exit status: 0 the leakage F1 is within the limit, 1 it is over, 2 bad input or usage.
+Exit status: 0 the leakage F1 is within the limit, 1 it is over, 2 bad input or usage
+(said in one message, never a traceback), 3 the audit itself failed (a bug: the
+traceback is printed; 1 would read as a leak).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from . import __version__
 from .errors import AuditInputError
 from .settings import OPTIONS
 
-EXIT_PASS, EXIT_LEAK, EXIT_USAGE = 0, 1, 2
+EXIT_PASS, EXIT_LEAK, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_REPORT = "gan-audit-report.html"
+METAVARS = {"folder": "FOLDER", "file": "FILE", "output": "FILE", "output_folder": "FOLDER"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser(
         "audit",
         help="run the membership-inference audit and gate on the leakage F1",
-        description="Exit status: 0 pass, 1 leakage F1 over the limit, 2 bad input or usage.",
+        description="Exit status: 0 pass, 1 leakage F1 over the limit, 2 bad input or "
+        "usage, 3 the audit failed (a bug).",
     )
     for option in OPTIONS:
         kwargs: dict = {"dest": option.name, "help": option.describe()}
@@ -38,18 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs.update(type=option.parse, default=None, required=option.default is MISSING)
             if option.choices:
                 kwargs["metavar"] = "{" + ",".join(option.choices) + "}"
+            elif option.kind in METAVARS:
+                kwargs["metavar"] = METAVARS[option.kind]
         audit.add_argument(f"--{option.flag}", **kwargs)
     audit.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from .audit import run_audit
-    from .files import check_outputs
-    from .report import write_outputs
-    from .results import summary_lines
-    from .runtime import ProgressPrinter
-    from .settings import AuditSettings
+    from .files import cache_folder, check_cache_folder, check_outputs
+    from .settings import AuditSettings, check_input_paths
 
     given = {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
     # a path the user named is theirs to replace; a default one only if we wrote it
@@ -58,7 +60,25 @@ def run(args: argparse.Namespace) -> int:
     given.setdefault("json", given["report"].with_suffix(".json"))
     settings = AuditSettings(**given)
     outputs = (settings.report, settings.json)
-    check_outputs([(path, path in named) for path in outputs])
+    # before any work (and before torch loads): the inputs make sense, and no output
+    # can harm them, replace the other, or fail to be written after the audit
+    check_input_paths(settings)
+    check_outputs(
+        [
+            (settings.report, settings.report in named, "report"),
+            (settings.json, settings.json in named, "JSON"),
+        ],
+        settings.inputs(),
+    )
+    folder = cache_folder(settings)
+    if folder is not None:
+        check_cache_folder(folder, settings.inputs())
+
+    from .audit import run_audit
+    from .report import write_outputs
+    from .results import summary_lines
+    from .runtime import ProgressPrinter
+
     progress = None if args.quiet else ProgressPrinter(sys.stderr.write, sys.stderr.isatty())
     result = run_audit(settings, progress)
     write_outputs(result, *outputs, named=named)
@@ -82,6 +102,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gan-privacy: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(
+            "gan-privacy: error: out of memory; lower --batch-size and --workers, or audit "
+            "on a machine with more memory",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except OSError as exc:  # the file system refused: a full disk, a name too long...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"gan-privacy: error: {exc.strerror or exc}{where}; check that path and the free space",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except Exception:  # noqa: BLE001 - a bug: say so, and never exit 1 (a leak)
+        import traceback
+
+        traceback.print_exc()
+        print(
+            "gan-privacy: internal error: the audit failed (a bug in pytest-gan-privacy, "
+            "not in your data); please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import AuditInputError
+from .errors import AuditInputError, printable
 from .medical import (
     NIFTI_SUFFIXES,
     DecodeOptions,
@@ -88,6 +88,11 @@ class ImageSet:
     # what was left out as no image to audit, by kind: DICOM objects such as "SR",
     # "RTSTRUCT", "SEG", "DICOMDIR", and "blank" images (all pixels equal)
     non_images: dict[str, int] = field(default_factory=dict)
+    # images left out because another image of the set has the same content (a file
+    # copied twice): (its id, the id of the image kept). Counted once, they would
+    # otherwise weigh twice in every number and pair up as "two distinct candidates"
+    # that are identical, which blinds the near-copy threshold.
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -143,13 +148,10 @@ class ImageSet:
         """Paths relative to the folder, with "#frame" or "#slice" (the frame of a DICOM
         file, the canonical slice index of a NIfTI volume) where a file holds several:
         how the report names an image."""
-        ids = []
-        for path, source in zip(self.paths, self.sources, strict=True):
-            name = path.relative_to(self.folder).as_posix()
-            if isinstance(source, FrameRef) and source.images_in_file > 1:
-                name = f"{name}#{source.index}"
-            ids.append(name)
-        return ids
+        return [
+            image_id(self.folder, path, source)
+            for path, source in zip(self.paths, self.sources, strict=True)
+        ]
 
     @property
     def frames(self) -> list[int | None]:
@@ -178,12 +180,21 @@ class ImageSet:
         return hashlib.sha256("\n".join(sorted(self.hashes)).encode()).hexdigest()
 
 
+def image_id(folder: Path, path: Path, source: Path | FrameRef) -> str:
+    """How the report names an image: its path relative to its folder, with "#frame" or
+    "#slice" where its file holds several."""
+    name = path.relative_to(folder).as_posix()
+    if isinstance(source, FrameRef) and source.images_in_file > 1:
+        name = f"{name}#{source.index}"
+    return name
+
+
 def bad_files_message(
     role: str, bad: dict[Path, str], total: int, nothing_left: bool = False
 ) -> str:
     """One message naming every unreadable file (the first 20) and the fix."""
     listed = sorted(bad.items(), key=lambda item: str(item[0]))
-    shown = "\n  ".join(f"{path}: {why}" for path, why in listed[:SHOWN_BAD_FILES])
+    shown = "\n  ".join(f"{printable(path)}: {why}" for path, why in listed[:SHOWN_BAD_FILES])
     more = f"\n  ... and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
     if nothing_left:
         fix = "none is left to audit; check that this is the right folder"
@@ -324,6 +335,16 @@ def load_image_set(
             for ref, digest in result.images:
                 rows.append(((key, ref.index, str(path)), path, ref, digest, result.group))
     rows.sort(key=lambda row: row[0])
+    # one image per content: a copy is left out and named (ImageSet.duplicates)
+    kept: dict[str, tuple] = {}
+    duplicates = []
+    for row in rows:
+        first = kept.setdefault(row[3], row)
+        if first is not row:
+            duplicates.append(
+                (image_id(Path(folder), row[1], row[2]), image_id(Path(folder), first[1], first[2]))
+            )
+    rows = list(kept.values())  # dicts keep the (content) order they were filled in
     images = ImageSet(
         role=role,
         folder=Path(folder),
@@ -333,6 +354,7 @@ def load_image_set(
         sources=[row[2] for row in rows],
         groups=[row[4] for row in rows],
         non_images=dict(sorted(non_images.items())),
+        duplicates=duplicates,
     )
     images.report_bad(bad, len(files))
     images.check_not_empty(len(files))
@@ -358,7 +380,7 @@ def assign_groups(images: ImageSet, groups: ImageGroups, found: set[Path]) -> No
     missing = sorted(p for p in groups.listed_under(images.folder) if p not in real)
     base = groups.source.parent
     if missing:
-        shown = "\n  ".join(os.path.relpath(p, base) for p in missing[:SHOWN_BAD_FILES])
+        shown = "\n  ".join(printable(os.path.relpath(p, base)) for p in missing[:SHOWN_BAD_FILES])
         raise AuditInputError(
             f"the groups file {groups.source} lists {len(missing)} file(s) in the "
             f"{images.role} folder {images.folder} that are not there; fix their paths "
@@ -368,7 +390,7 @@ def assign_groups(images: ImageSet, groups: ImageGroups, found: set[Path]) -> No
         images.groups[i] = groups.group_of(path) or images.groups[i]
     unlisted = sorted({p for p, g in zip(images.paths, images.groups, strict=True) if g is None})
     if unlisted:
-        shown = "\n  ".join(os.path.relpath(p, base) for p in unlisted[:SHOWN_BAD_FILES])
+        shown = "\n  ".join(printable(os.path.relpath(p, base)) for p in unlisted[:SHOWN_BAD_FILES])
         raise AuditInputError(
             f"{len(unlisted)} {images.role} images are not in the groups file "
             f"{groups.source} and have no patient of their own: add a line "

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from sklearn.metrics import (
     confusion_matrix,
-    f1_score,
     precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -33,7 +32,7 @@ class MembershipMetrics:
     """The numbers of one attack, all from out-of-fold calls or from the raw scores."""
 
     f1: float
-    f1_ci: tuple[float, float]
+    f1_ci: tuple[float, float] | None  # None: no bootstrap, no interval
     chance_f1: float
     accuracy: float
     precision: float
@@ -55,7 +54,7 @@ class MembershipMetrics:
         out = asdict(self)
         out.pop("calls")
         out.pop("scores")
-        out["f1_ci"] = list(self.f1_ci)
+        out["f1_ci"] = None if self.f1_ci is None else list(self.f1_ci)
         return out
 
 
@@ -149,15 +148,15 @@ def chance_f1(labels: np.ndarray, calls: np.ndarray) -> float:
 
 def bootstrap_f1_interval(
     labels: np.ndarray, calls: np.ndarray, rounds: int, rng: np.random.Generator
-) -> tuple[float, float]:
-    """95 % interval of F1 over candidates resampled within each class.
+) -> tuple[float, float] | None:
+    """95 % interval of F1 over candidates resampled within each class; None without
+    resamples (a zero-width "interval" would pass for a measured one).
 
     The out-of-fold calls are kept fixed: this is the sampling noise of the
     candidate set, the larger part of the uncertainty with a few hundred images.
     """
     if rounds == 0:
-        f1 = float(f1_score(labels, calls, zero_division=0))
-        return f1, f1
+        return None
     members, non_members = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     picks = np.concatenate(
         [

@@ -166,9 +166,10 @@ def real_pair_reference(
     device: torch.device | str = "cpu",
     groups: Sequence[object] | None = None,
     rank: int = TWIN_RANK,
-) -> float:
+) -> tuple[float, tuple[int, int] | None]:
     """The largest `rank`-th best robust similarity of a candidate to the other
-    candidates (to those of other patients, when `groups` says whose each is)."""
+    candidates (to those of other patients, when `groups` says whose each is), and
+    which two candidates they are."""
     device = torch.device(device)
     n = len(candidates)
     top = torch.full((n, rank), -math.inf, device=device)
@@ -190,8 +191,10 @@ def real_pair_reference(
             top[q0 : q0 + len(sims)], ids[q0 : q0 + len(sims)], v, i + c0, rank
         )
     kth = top[:, rank - 1]
-    kth = kth[torch.isfinite(kth)]
-    return float(kth.max()) if len(kth) else -math.inf
+    if not torch.isfinite(kth).any():
+        return -math.inf, None
+    query = int(kth.argmax())
+    return float(kth[query]), (query, int(ids[query, rank - 1]))
 
 
 @torch.inference_mode()
@@ -229,6 +232,7 @@ class NearCopyThreshold:
     value: float
     reference: float
     copy_level: float
+    pair: tuple[int, int] | None = None  # the two candidates that set the reference
 
     @property
     def limited_by(self) -> str:
@@ -242,9 +246,9 @@ def near_copy_threshold(
     groups: Sequence[object] | None = None,
 ) -> NearCopyThreshold:
     """The labels-blind near-copy threshold of these candidates (see the module's doc)."""
-    reference = real_pair_reference(candidates, device, groups)
+    reference, pair = real_pair_reference(candidates, device, groups)
     level = copy_level(candidates, seed, device)
-    return NearCopyThreshold(max(reference, level), reference, level)
+    return NearCopyThreshold(max(reference, level), reference, level, pair)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import shlex
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -44,6 +45,9 @@ class _State:
     # where reports are written (controller): audit -> what the summary shows; paths written
     shown: dict[str, dict] = field(default_factory=dict)
     written: set[str] = field(default_factory=set)
+    # where the settings came from, for messages: the ini file read, and its empty keys
+    ini: str = ""
+    empty_ini_keys: tuple[str, ...] = ()
 
 
 STATE = pytest.StashKey[_State]()
@@ -84,9 +88,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> 
         prefer_passive_waiting()
 
 
-def _configured(config: pytest.Config) -> dict[str, Any]:
+def _configured(config: pytest.Config, empty: list[str] | None = None) -> dict[str, Any]:
     """Settings from the ini file and the command line, validated (command line wins).
-    Relative paths are relative to the folder pytest started in, or to the ini file."""
+    Relative paths are relative to the folder pytest started in, or to the ini file.
+    `empty` collects the ini keys that are present but empty (not configured)."""
     base: dict[str, Any] = {}
     ini_dir = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
     for option in OPTIONS:
@@ -96,15 +101,88 @@ def _configured(config: pytest.Config) -> dict[str, Any]:
             value = config.getini(f"gan_audit_{option.name}")
             folder = ini_dir
             if value in (None, "", []):
+                if value is not None and empty is not None:
+                    empty.append(f"gan_audit_{option.name}")
                 continue
             try:
                 value = option.parse(str(value).strip())
             except argparse.ArgumentTypeError as exc:
                 raise pytest.UsageError(f"ini key gan_audit_{option.name}: {exc}") from None
-        if option.kind == "path":
+        if option.is_path:
             value = folder / value
         base[option.name] = value
     return base
+
+
+def _ini_description(config: pytest.Config) -> str:
+    if config.inipath:
+        return f"the ini file {config.inipath}"
+    return f"no ini file, none was found from its rootdir {config.rootpath}"
+
+
+def _space_form_values(args: list[str]) -> list[tuple[str, str]]:
+    """(flag, value) of the --gan-audit-* options written `--flag value`: pytest reads
+    the command line for its rootdir and ini file before this plugin is loaded, so it
+    takes such a value for a test path (the `--flag=value` form is left out)."""
+    flags = {f"--gan-audit-{o.flag}" for o in OPTIONS if o.kind != "bool"}
+    return [
+        (token, args[i + 1])
+        for i, token in enumerate(args[:-1])
+        if token in flags and not args[i + 1].startswith("-")
+    ]
+
+
+def _setup_without(config: pytest.Config) -> tuple[Any, Any] | None:
+    """The (rootdir, ini file) pytest would have chosen had it known the values of our
+    options for what they are; None when this pytest's private API is not the one
+    known here."""
+    import inspect
+
+    try:
+        from _pytest.config.findpaths import determine_setup
+
+        wanted = {
+            "inifile": config.option.inifilename,
+            "override_ini": config.option.override_ini,
+            "args": [str(a) for a in (config.option.file_or_dir or [])],
+            "rootdir_cmd_arg": config.option.rootdir or None,
+            "invocation_dir": Path(config.invocation_params.dir),
+            "config": config,
+        }
+        accepted = inspect.signature(determine_setup).parameters
+        found = determine_setup(**{k: v for k, v in wanted.items() if k in accepted})
+        return Path(found[0]), (None if found[1] is None else Path(found[1]))
+    except Exception:  # noqa: BLE001 - another pytest: fall back to a plainer check
+        return None
+
+
+def _check_rootdir(config: pytest.Config) -> None:
+    """Refuse a run whose rootdir and ini file pytest chose from the value of one of our
+    options (`--gan-audit-used ../data/used`): the project's ini file, with its limit
+    and paths, would be silently ignored, and pytest's cache written in a data folder."""
+    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *config.invocation_params.args]
+    values = _space_form_values([str(a) for a in args])
+    if not values:
+        return
+    expected = _setup_without(config)
+    actual = (Path(config.rootpath), None if config.inipath is None else Path(config.inipath))
+    if expected == actual:
+        return
+    if expected is None and not any(os.path.exists(v) for _, v in values):
+        return  # no value names a path: pytest cannot have taken one for a test path
+    fix = " ".join(f"{flag}={value}" for flag, value in values)
+    read = f"the ini file {actual[1]}" if actual[1] else "no ini file"
+    meant = ""
+    if expected is not None:
+        meant = " instead of " + (
+            f"the ini file {expected[1]}" if expected[1] else f"the rootdir {expected[0]}"
+        )
+    raise pytest.UsageError(
+        f"pytest chose its rootdir ({actual[0]}) and read {read}{meant}, because it took "
+        f"the value of {values[0][0]} ({values[0][1]}) for a test path: it reads the command "
+        "line for its ini file before this plugin is loaded. The project's gan_audit_* "
+        f"settings would be ignored. Write the option with '=': {fix}"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -113,13 +191,22 @@ def pytest_configure(config: pytest.Config) -> None:
         "gan_audit(**settings): per-test audit settings for the gan_audit_* fixtures "
         f"(keys: {', '.join(MARKER_KEYS)})",
     )
+    if not _is_xdist_worker(config):
+        _check_rootdir(config)
     enabled = bool(config.getoption("gan_audit"))
-    base = _configured(config) if enabled else {}
+    empty: list[str] = []
+    base = _configured(config, empty) if enabled else {}
     named = tuple(base[k] for k in ("report", "json") if k in base)
     if enabled and "report" not in base:
         # the folder pytest was started in (rootdir can be an input folder's parent)
         base["report"] = Path(config.invocation_params.dir) / DEFAULT_REPORT
-    config.stash[STATE] = _State(enabled=enabled, base=base, named=named)
+    config.stash[STATE] = _State(
+        enabled=enabled,
+        base=base,
+        named=named,
+        ini=_ini_description(config),
+        empty_ini_keys=tuple(empty),
+    )
     if enabled and config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlExtras(), "gan-audit-html-extras")
     if enabled and not _is_xdist_worker(config):
@@ -159,10 +246,14 @@ def _make_settings(state: _State, overrides: dict[str, Any]) -> AuditSettings:
     values = {**state.base, **overrides}
     missing = [k for k in REQUIRED if k not in values]
     if missing:
-        flags = ", ".join(f"--gan-audit-{k.replace('_', '-')}" for k in missing)
+        flags = ", ".join(f"--gan-audit-{k.replace('_', '-')}=FOLDER" for k in missing)
+        keys = [f"gan_audit_{k}" for k in missing]
+        empty = [k for k in keys if k in state.empty_ini_keys]
+        why = f" ({', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty there)"
         raise AuditInputError(
-            f"the audit needs the {', '.join(missing)} folder(s): set {flags} or the ini keys "
-            f"{', '.join('gan_audit_' + k for k in missing)}"
+            f"--gan-audit is on but the audit has no {', '.join(missing)} folder: nothing "
+            f"was audited. Set {flags}, or the ini key(s) {', '.join(keys)} (pytest read "
+            f"{state.ini}{why if empty else ''}), or a gan_audit marker's arguments"
         )
     return AuditSettings(**values)
 
@@ -228,8 +319,20 @@ def run_cached_audit(node: pytest.Item, settings: AuditSettings, named: list[Pat
     key = _settings_key(settings)
     if key in state.errors:
         raise AuditInputError(state.errors[key])
+    outputs = (key, settings.report, settings.json)
+    if outputs not in state.handed_over:  # before any work: outputs apart from inputs
+        try:
+            check_outputs(
+                [
+                    (settings.report, settings.report in named, "report"),
+                    (settings.json, settings.json in named, "JSON"),
+                ],
+                settings.inputs(),
+            )
+        except AuditInputError as exc:
+            _hand_over(node, {"key": str(outputs), "error": str(exc)})
+            raise
     if key not in state.results:
-        check_outputs([(p, p in named) for p in (settings.report, settings.json)])
         try:
             state.results[key] = run_audit(settings, _progress(node.config))
         except AuditInputError as exc:
@@ -237,7 +340,6 @@ def run_cached_audit(node: pytest.Item, settings: AuditSettings, named: list[Pat
             _hand_over(node, {"key": str(key), "error": str(exc)})
             raise
     result = state.results[key]
-    outputs = (key, settings.report, settings.json)
     if outputs not in state.handed_over:
         state.handed_over.add(outputs)
         _hand_over(
@@ -278,6 +380,21 @@ class _ReportWriter:
 
     def __init__(self, config: pytest.Config):
         self.config, self.state = config, _state(config)
+        self.no_audit: str | None = None  # why the run failed though no audit failed
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session):
+        """Fail closed: with --gan-audit, a run in which no audit ran (every audit test
+        deselected or skipped, a marker test that never asked for the result) fails."""
+        outcome = yield
+        if outcome.excinfo is not None or self.config.option.collectonly or self.state.shown:
+            return
+        self.no_audit = (
+            "--gan-audit was given but no audit ran, so nothing was checked: run the "
+            f"{AUDIT_ITEM_NAME} test (is it deselected by -k or -m?), or a test that uses "
+            "the gan_audit_result fixture"
+        )
+        session.testsfailed += 1
 
     @pytest.hookimpl(tryfirst=True)  # before the terminal and JUnit see the report
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -315,9 +432,11 @@ class _ReportWriter:
                 xml.add_global_property(name, value)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.state.shown:
+        if not self.state.shown and self.no_audit is None:
             return
         terminalreporter.section("GAN privacy audit")
+        if self.no_audit is not None:
+            terminalreporter.write_line(f"ERROR: {self.no_audit}", red=True)
         for shown in self.state.shown.values():
             if "error" in shown:
                 terminalreporter.write_line(f"ERROR: {shown['error']}", red=True)
@@ -348,8 +467,8 @@ def _properties(result) -> list[tuple[str, str]]:
             ("gan_audit_report", str(result.settings.report)),
             ("gan_audit_verdict", result.verdict),
             ("gan_audit_f1", m.f1),
-            ("gan_audit_f1_ci_low", m.f1_ci[0]),
-            ("gan_audit_f1_ci_high", m.f1_ci[1]),
+            ("gan_audit_f1_ci_low", None if m.f1_ci is None else m.f1_ci[0]),
+            ("gan_audit_f1_ci_high", None if m.f1_ci is None else m.f1_ci[1]),
             ("gan_audit_chance_f1", m.chance_f1),
             ("gan_audit_max_f1", result.settings.max_f1),
             ("gan_audit_auc", m.auc),
@@ -406,7 +525,12 @@ class GanAuditItem(pytest.Item):
 
     def runtest(self) -> None:
         state = _state(self.config)
-        settings, named = _with_outputs(state, _make_settings(state, {}), {}, None)
+        try:
+            configured = _make_settings(state, {})
+        except AuditInputError as exc:  # incomplete or bad settings: shown in the summary
+            _hand_over(self, {"key": "configuration", "error": str(exc)})
+            raise
+        settings, named = _with_outputs(state, configured, {}, None)
         result = run_cached_audit(self, settings, named)
         self.stash[_RESULT] = result
         if not result.passed:
@@ -427,14 +551,28 @@ class GanAuditItem(pytest.Item):
 
 @pytest.hookimpl(tryfirst=True)  # before -k / -m deselection, which then applies to it
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
+    """With --gan-audit, the configured audit is a test of its own. It is left out only
+    when the configuration lacks a folder and tests of the suite's own ask for audits
+    (their markers give the folders); otherwise it runs, and fails if a folder is
+    missing: a misconfigured gate turns red, never green."""
     state = _state(config)
-    if state.enabled and all(k in state.base for k in REQUIRED):
+    if not state.enabled:
+        return
+    complete = all(k in state.base for k in REQUIRED)
+    own_audits = any("gan_audit_settings" in getattr(i, "fixturenames", ()) for i in items)
+    if complete or not own_audits:
         items.append(
             GanAuditItem.from_parent(session, name=AUDIT_ITEM_NAME, nodeid=AUDIT_ITEM_NAME)
         )
 
 
 # --- fixtures for teams that write their own tests ----------------------------------
+
+
+def _fail(exc: AuditInputError):
+    """Fail the test with the message alone: raised from None, so pytest does not show
+    it twice ("During handling of the above exception...")."""
+    raise pytest.fail.Exception(str(exc), pytrace=False) from None
 
 
 @pytest.fixture
@@ -456,12 +594,16 @@ def gan_audit_settings(request: pytest.FixtureRequest) -> AuditSettings:
             pytrace=False,
         )
     for option in OPTIONS:  # marker paths are relative to the test file
-        if option.kind == "path" and option.name in overrides:
-            overrides[option.name] = Path(request.node.path).parent / Path(overrides[option.name])
+        if option.is_path and option.name in overrides:
+            try:  # validated before joining: an empty path would become the test's folder
+                value = option.parse(overrides[option.name])
+            except argparse.ArgumentTypeError as exc:
+                pytest.fail(f"gan_audit marker: {exc}", pytrace=False)
+            overrides[option.name] = Path(request.node.path).parent / value
     try:
         settings = _make_settings(state, overrides)
     except AuditInputError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        _fail(exc)
     settings, named = _with_outputs(state, settings, overrides, request.node.name)
     request.node.stash[_NAMED] = named
     return settings
@@ -477,7 +619,7 @@ def gan_generated_samples(gan_audit_settings: AuditSettings):
             gan_audit_settings.generated, "generated", gan_audit_settings.skip_bad_images
         )
     except AuditInputError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        _fail(exc)
 
 
 @pytest.fixture
@@ -488,7 +630,7 @@ def gan_candidates(gan_audit_settings: AuditSettings):
     try:
         return load_candidates(gan_audit_settings)
     except AuditInputError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        _fail(exc)
 
 
 @pytest.fixture
@@ -501,6 +643,6 @@ def gan_audit_result(request: pytest.FixtureRequest, gan_audit_settings: AuditSe
     try:
         result = run_cached_audit(request.node, gan_audit_settings, named)
     except AuditInputError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        _fail(exc)
     request.node.stash[_RESULT] = result
     return result

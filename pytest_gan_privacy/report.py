@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from .files import GENERATOR, atomic_write, check_outputs
@@ -144,10 +144,10 @@ def render_outputs(
     return files
 
 
-def write_files(files: list[Output]) -> None:
+def write_files(files: list[Output], inputs: Mapping[str, Path] | None = None) -> None:
     """Write rendered outputs, each atomically, after checking that none replaces a
-    file the user wrote."""
-    check_outputs([(Path(path), named) for path, _text, named in files])
+    file the user wrote, lands among the `inputs` (setting -> path) or cannot be written."""
+    check_outputs([(Path(path), named) for path, _text, named in files], inputs)
     for path, text, _named in files:
         atomic_write(Path(path), text)
 
@@ -158,4 +158,4 @@ def write_outputs(
     """Write the HTML report and the JSON result (either may be None: not written).
     `named`: the paths the user named (default: both, as a caller that passes paths)."""
     named = [p for p in (html_path, json_path) if p is not None] if named is None else named
-    write_files(render_outputs(result, html_path, json_path, named))
+    write_files(render_outputs(result, html_path, json_path, named), result.settings.inputs())

@@ -26,11 +26,16 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def interval_text(ci: tuple[float, float] | list[float] | None) -> str:
+    """'95% CI 0.531-0.612', or that there is none (bootstrap off)."""
+    return "no CI: bootstrap off" if ci is None else f"95% CI {ci[0]:.3f}-{ci[1]:.3f}"
+
+
 def summary_line(result: AuditResult) -> str:
     """One line: verdict, F1 with interval and chance, limit, AUC, near-copies, power."""
     m, power = result.gate, result.power
     return (
-        f"{result.verdict}: leakage F1 {m.f1:.3f} (95% CI {m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}, "
+        f"{result.verdict}: leakage F1 {m.f1:.3f} ({interval_text(m.f1_ci)}, "
         f"chance {m.chance_f1:.3f}) vs limit {result.settings.max_f1:.3f}; "
         f"AUC {m.auc:.3f}; {len(result.near_copies or [])} near-copies; power check "
         f"{power.found if power else 0}/{power.planted if power else 0}"
@@ -199,7 +204,7 @@ def result_json(result: AuditResult) -> dict:
         "passed": result.passed,
         "verdict": result.verdict,
         "f1": m.f1,
-        "f1_ci": list(m.f1_ci),
+        "f1_ci": None if m.f1_ci is None else list(m.f1_ci),
         "chance_f1": m.chance_f1,
         "max_f1": result.settings.max_f1,
         "margin": result.settings.max_f1 - m.f1,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 THRESHOLD_POLICIES = ("prevalence", "max-f1")
 SLICE_AXES = ("axial", "coronal", "sagittal")  # medical.SLICE_AXES
 REQUIRED = ("generated", "used", "not_used")
+# numpy, torch and scikit-learn all take a seed in 0 .. 2**32 - 1 (sklearn's
+# random_state is the narrowest)
+MAX_SEED = 2**32 - 1
+# an input folder, an input file, a file to write, a folder to write in (the cache)
+PATH_KINDS = ("folder", "file", "output", "output_folder")
 
 
 @dataclass
@@ -92,6 +98,15 @@ class AuditSettings:
                 "(e.g. timm's vit_base_patch16_224.mae weights or an official MAE checkpoint)"
             )
 
+    def inputs(self) -> dict[str, Path]:
+        """What the audit reads: setting name -> path (input folders and files), for the
+        checks that outputs never touch them."""
+        return {
+            o.name: getattr(self, o.name)
+            for o in OPTIONS
+            if o.kind in ("folder", "file") and getattr(self, o.name) is not None
+        }
+
     def as_dict(self) -> dict:
         """Plain, JSON-ready settings (paths as strings)."""
         out = {}
@@ -113,36 +128,52 @@ class Option:
 
     name: str
     help: str
-    kind: str = "str"  # str, path, fraction, probability, int, choice, bool, window or range
+    # str, folder (an input folder), file (an input file), output (a file to write),
+    # output_folder, fraction, probability, int, choice, bool, window or range
+    kind: str = "str"
     choices: tuple[str, ...] = ()
     minimum: int = 0
+    maximum: int | None = None
 
     @property
     def flag(self) -> str:
         return self.name.replace("_", "-")
 
     @property
+    def is_path(self) -> bool:
+        return self.kind in PATH_KINDS
+
+    def spellings(self) -> str:
+        """How a user sets it: for messages that say which option to fix."""
+        return (
+            f"--{self.flag} (pytest: --gan-audit-{self.flag} or the ini key gan_audit_{self.name})"
+        )
+
+    @property
     def default(self) -> Any:
         return default_of(self.name)
 
     def describe(self) -> str:
-        """The help text with the default, for --help."""
+        """The help text with the default, for --help (argparse formats help strings
+        with %, so a literal % is doubled)."""
         default = self.default
         if default is MISSING:
-            return f"{self.help} (required)"
-        return self.help if default in (None, False) else f"{self.help} (default {default})"
+            text = f"{self.help} (required)"
+        else:
+            text = self.help if default in (None, False) else f"{self.help} (default {default})"
+        return text.replace("%", "%%")
 
     def parse(self, value: Any) -> Any:
         """A value from a flag, an ini file or a marker, validated; raises
         argparse.ArgumentTypeError with a message that says what is allowed."""
-        if self.kind == "path":
-            return value if isinstance(value, Path) else Path(str(value)).expanduser()
+        if self.is_path:
+            return parse_path(value, self.name.replace("_", " "), self.kind)
         if self.kind == "fraction":
             return parse_max_f1(value)
         if self.kind == "probability":
             return parse_probability(value, self.name.replace("_", " "))
         if self.kind == "int":
-            return parse_int(value, self.name.replace("_", " "), self.minimum)
+            return parse_int(value, self.name.replace("_", " "), self.minimum, self.maximum)
         if self.kind == "choice":
             return parse_choice(value, self.choices, self.name.replace("_", " "))
         if self.kind == "bool":
@@ -151,16 +182,16 @@ class Option:
             return parse_window(value)
         if self.kind == "range":
             return parse_slice_range(value)
-        return str(value)
+        return parse_text(value, self.name.replace("_", " "))
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("generated", "folder of generated images", "path"),
-    Option("used", "folder of real images the model was trained on (members)", "path"),
-    Option("not_used", "folder of real images it was not trained on (non-members)", "path"),
+    Option("generated", "folder of generated images", "folder"),
+    Option("used", "folder of real images the model was trained on (members)", "folder"),
+    Option("not_used", "folder of real images it was not trained on (non-members)", "folder"),
     Option("max_f1", "fail when the leakage F1 is over this limit", "fraction"),
-    Option("report", "HTML report to write (default ./gan-audit-report.html)", "path"),
-    Option("json", "JSON result to write (default: the report's path with .json)", "path"),
+    Option("report", "HTML report to write (default ./gan-audit-report.html)", "output"),
+    Option("json", "JSON result to write (default: the report's path with .json)", "output"),
     Option(
         "features",
         "learned features beside the pixel-based ones: mae (a masked autoencoder trained "
@@ -174,17 +205,22 @@ OPTIONS: tuple[Option, ...] = (
         "choice",
         DEVICE_CHOICES,
     ),
-    Option("seed", "random seed of folds, bootstrap and training", "int"),
+    Option("seed", "random seed of folds, bootstrap and training", "int", maximum=MAX_SEED),
     Option(
         "threshold_policy", "how the cross-fitted threshold is chosen", "choice", THRESHOLD_POLICIES
     ),
-    Option("folds", "cross-fitting folds", "int", minimum=2),
-    Option("bootstrap", "bootstrap resamples for the F1 interval (0: none)", "int"),
+    Option("folds", "cross-fitting folds", "int", minimum=2, maximum=1000),
+    Option(
+        "bootstrap",
+        "bootstrap resamples for the F1 interval (0: none, and no interval is shown)",
+        "int",
+        maximum=100_000,
+    ),
     Option(
         "checkpoint",
         "local weights file (safetensors or state dict): the ViT for --features vit; for "
         "mae, pretrained MAE/ViT encoder weights to start training from",
-        "path",
+        "file",
     ),
     Option("vit_model", "timm model name matching the checkpoint"),
     Option(
@@ -194,15 +230,22 @@ OPTIONS: tuple[Option, ...] = (
         "choice",
         MAE_PRESETS,
     ),
-    Option("mae_epochs", "MAE training epochs (default: the preset's)", "int", minimum=1),
+    Option(
+        "mae_epochs",
+        "MAE training epochs (default: the preset's)",
+        "int",
+        minimum=1,
+        maximum=10_000,
+    ),
     Option(
         "mae_max_images",
         "the MAE trains on at most this many generated images (default: the preset's)",
         "int",
         minimum=1,
+        maximum=10**9,
     ),
-    Option("batch_size", "images encoded per batch", "int", minimum=1),
-    Option("workers", "image decoding processes (default: the spare CPU cores)", "int"),
+    Option("batch_size", "images encoded per batch", "int", minimum=1, maximum=4096),
+    Option("workers", "image decoding processes (default: the spare CPU cores)", "int", maximum=64),
     Option(
         "report_real_thumbnails",
         "show thumbnails of the real candidates in the HTML report (patient images: "
@@ -218,14 +261,14 @@ OPTIONS: tuple[Option, ...] = (
         "cache_dir",
         "folder for cached features and weights (default: $GAN_PRIVACY_CACHE_DIR, else "
         "$XDG_CACHE_HOME or ~/.cache, /pytest-gan-privacy)",
-        "path",
+        "output_folder",
     ),
     Option("no_cache", "read and write no cached features or weights", "bool"),
     Option(
         "reference",
         "folder of extra real images that are neither candidates nor training images; the "
         "calibrated attacks compare with them instead of the other candidates",
-        "path",
+        "folder",
     ),
     Option(
         "fail_on_near_copies",
@@ -247,6 +290,8 @@ OPTIONS: tuple[Option, ...] = (
         "canaries",
         "members copied by the power check at each of its levels (exact, standard, hard)",
         "int",
+        minimum=1,
+        maximum=10_000,
     ),
     Option(
         "fail_inconclusive",
@@ -268,12 +313,17 @@ OPTIONS: tuple[Option, ...] = (
         "volume; either end may be left out, e.g. 10:50)",
         "range",
     ),
-    Option("volume", "NIfTI: the volume of a 4-D series to slice (0 is the first)", "int"),
+    Option(
+        "volume",
+        "NIfTI: the volume of a 4-D series to slice (0 is the first)",
+        "int",
+        maximum=100_000,
+    ),
     Option(
         "groups",
         "CSV of 'image path,group' lines: the patient of each real image (paths relative "
         "to the CSV's folder); needed for PNG/JPEG folders; overrides DICOM PatientIDs",
-        "path",
+        "file",
     ),
 )
 
@@ -313,16 +363,58 @@ def parse_choice(value: object, choices: tuple[str, ...], what: str) -> str:
     return text
 
 
-def parse_int(value: object, what: str, minimum: int = 0) -> int:
+def parse_int(value: object, what: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """A whole number from `minimum` to `maximum` (None: no upper end)."""
+    allowed = f"from {minimum} to {maximum:,}" if maximum is not None else f"{minimum} or more"
     try:
+        if isinstance(value, bool):
+            raise ValueError
         number = int(str(value).strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"the {what} must be a whole number, got {value!r}"
+            f"the {what} must be a whole number {allowed}, got {value!r}"
         ) from None
-    if number < minimum:
-        raise argparse.ArgumentTypeError(f"the {what} must be at least {minimum}, got {number}")
+    if number < minimum or (maximum is not None and number > maximum):
+        raise argparse.ArgumentTypeError(f"the {what} must be {allowed}, got {number}")
     return number
+
+
+def parse_text(value: object, what: str) -> str:
+    """A non-empty name without control characters."""
+    text = str(value).strip()
+    if not text or any(ord(c) < 32 for c in text):
+        raise argparse.ArgumentTypeError(
+            f"the {what} must be a non-empty name without control characters, got {value!r}"
+        )
+    return text
+
+
+def parse_path(value: object, what: str, kind: str = "folder") -> Path:
+    """A path, not empty (an unset variable, `--generated ""`, would mean the working
+    folder) and without NUL (no file system takes one). An output must name a file."""
+    text = str(value)
+    if not isinstance(value, Path) and not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"the {what} path is empty (an unset variable?): give a path; an empty one "
+            "would mean the working folder"
+        )
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"the {what} path contains a NUL character: {text!r}")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # ~name of a user who does not exist, or no home folder
+        raise argparse.ArgumentTypeError(
+            f"the {what} path {text!r} starts with ~ but that home folder is unknown: give "
+            "the full path"
+        ) from None
+    if kind == "output" and path.name in ("", ".", ".."):
+        example = Path(text) / (
+            "gan-audit-report.json" if what == "json" else "gan-audit-report.html"
+        )
+        raise argparse.ArgumentTypeError(
+            f"the {what} path {text!r} names a folder, not a file: give a file name, e.g. {example}"
+        )
+    return path
 
 
 def parse_bool(value: object, what: str) -> bool:
@@ -377,3 +469,66 @@ def parse_slice_range(value: object) -> tuple[int | None, int | None]:
             f"the slice range {value!r} holds no slice: STOP must be above START ({usage})"
         )
     return start, stop
+
+
+# --- where the inputs are ------------------------------------------------------------
+
+
+def real_path(path: Path) -> Path:
+    """The path with links and `..` resolved, whether or not it exists."""
+    return Path(os.path.realpath(path))
+
+
+def _role(name: str) -> str:
+    return name.replace("_", " ") if name != "not_used" else "not_used"
+
+
+def check_input_paths(settings: AuditSettings) -> None:
+    """The inputs make sense, before any work: each names an existing folder (or file),
+    and no input folder is another or lies inside another (generated holding the real
+    folders, used inside generated, a reference folder that is a candidates' folder...):
+    an image would then count in two roles. AuditInputError says which, and the fix."""
+    option = {o.name: o for o in OPTIONS}
+    folders: dict[str, Path] = {}
+    for name, path in settings.inputs().items():
+        kind = option[name].kind
+        try:
+            exists, is_dir = path.exists(), path.is_dir()
+        except OSError as exc:  # a name too long, a folder without permission...
+            raise AuditInputError(
+                f"the {_role(name)} path {path} cannot be looked at ({exc.strerror or exc}): "
+                f"check {option[name].spellings()}"
+            ) from None
+        if not exists:
+            raise AuditInputError(
+                f"the {_role(name)} {'folder' if kind == 'folder' else 'file'} {path} does not "
+                f"exist: check the path given with {option[name].spellings()}"
+            )
+        if kind == "folder" and not is_dir:
+            raise AuditInputError(
+                f"the {_role(name)} path {path} is not a folder: give a folder of images "
+                f"with {option[name].spellings()}"
+            )
+        if kind == "file" and is_dir:
+            raise AuditInputError(
+                f"the {_role(name)} path {path} is a folder: give a file with "
+                f"{option[name].spellings()}"
+            )
+        if kind == "folder":
+            folders[name] = real_path(path)
+    names = list(folders)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if folders[a] == folders[b]:
+                raise AuditInputError(
+                    f"the {_role(a)} and {_role(b)} folders are the same folder "
+                    f"({folders[a]}): each role needs its own folder of images"
+                )
+            for inner, outer in ((a, b), (b, a)):
+                if folders[outer] in folders[inner].parents:
+                    raise AuditInputError(
+                        f"the {_role(inner)} folder {getattr(settings, inner)} is inside the "
+                        f"{_role(outer)} folder {getattr(settings, outer)}: its images would "
+                        f"count as {_role(outer)} images too. Give folders that do not contain "
+                        "one another, e.g. generated/ beside real/used/ and real/not_used/"
+                    )

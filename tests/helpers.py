@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pytest_gan_privacy import mae
 from pytest_gan_privacy.settings import AuditSettings
@@ -83,3 +86,67 @@ def phantoms(n: int, seed: int) -> torch.Tensor:
     """n synthetic brain-slice phantoms as (n, 1, 64, 64) pixels in [0, 1]."""
     rng = np.random.default_rng(seed)
     return torch.from_numpy(np.stack([phantom(rng) for _ in range(n)]) / 255.0).float()[:, None]
+
+
+def break_release(case: str, release: Path) -> str:
+    """Damage a copy of a release as `case` says; returns text the message must name."""
+
+    generated, used, not_used = (
+        release / "generated",
+        release / "real/used",
+        release / "real/not_used",
+    )
+    if case == "empty folder":
+        shutil.rmtree(used)
+        used.mkdir()
+        return f"used folder {used} has no files"
+    if case == "only non-image files":
+        shutil.rmtree(used)
+        used.mkdir()
+        (used / "labels.csv").write_text("id,label\n")
+        return "has only 1 non-image files"
+    if case == "zero-byte file":
+        (generated / "zero.png").write_bytes(b"")
+        return "zero.png: not an image"
+    if case == "truncated png":
+        data = next(used.iterdir()).read_bytes()
+        (used / "cut.png").write_bytes(data[: len(data) * 2 // 3])
+        return "cut.png: corrupt or truncated image"
+    if case == "text named .png":
+        (not_used / "readme.png").write_text("hello")
+        return "readme.png: not an image"
+    if case == "1x1 image":
+        Image.new("L", (1, 1)).save(generated / "dot.png")
+        return "dot.png: cannot be decoded (1x1 pixels is too small"
+    if case == "huge image":
+        write_big_png(generated / "huge.png", 20_000, 20_000)
+        return "huge.png: too large"
+    if case == "broken link":
+        (generated / "gone.png").symlink_to(release / "nowhere.png")
+        return "gone.png: cannot read it (a broken link"
+    if case == "link loop":
+        os.symlink("loop.png", generated / "loop.png")
+        return "loop.png: cannot read it"
+    if case == "same image in used and not_used":
+        shutil.copy(next(used.iterdir()), not_used / "twin.png")
+        return "twin.png"
+    if case == "fewer candidates than folds":
+        for extra in sorted(not_used.iterdir())[4:]:
+            extra.unlink()
+        return "not_used folder has 4 image(s)"
+    raise ValueError(case)
+
+
+BAD_INPUTS = [
+    "empty folder",
+    "only non-image files",
+    "zero-byte file",
+    "truncated png",
+    "text named .png",
+    "1x1 image",
+    "huge image",
+    "broken link",
+    "link loop",
+    "same image in used and not_used",
+    "fewer candidates than folds",
+]

@@ -141,8 +141,10 @@ def test_unbalanced_candidates_are_warned_about_in_the_json(clean_release, tmp_p
     result = run_audit(settings_for(copy))
     data = json.loads(json.dumps(result.as_dict()))
     assert data["n_used"] == 30 and data["n_not_used"] == 10
-    assert len(data["warnings"]) == 1
-    assert data["warnings"][0].startswith("unbalanced candidates: 30 used vs 10 not_used")
+    # 10 non-members are also too few to mean much
+    assert len(data["warnings"]) == 2
+    assert data["warnings"][0].startswith("too few candidates to mean much: 30 used and 10")
+    assert data["warnings"][1].startswith("unbalanced candidates: 30 used vs 10 not_used")
     assert run_audit(settings_for(clean_release)).warnings == []
 
 
@@ -150,10 +152,17 @@ def test_unreadable_images_stop_the_audit_or_are_skipped_and_counted(clean_relea
     copy = _copy(clean_release, tmp_path)
     (copy / "generated" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n-cut-")
     (copy / "real" / "used" / "notes.png").write_text("meeting notes")
+    # the candidates are decoded first (duplicates by pixels are found at load)
+    with pytest.raises(
+        AuditInputError, match=r"1 of 31 used images.*--skip-bad-images.*\n.*notes.png: "
+    ):
+        run_audit(settings_for(copy))
+    (copy / "real" / "used" / "notes.png").rename(tmp_path / "notes.png")
     with pytest.raises(
         AuditInputError, match=r"1 of 151 generated images.*--skip-bad-images.*\n.*broken.png: "
     ):
         run_audit(settings_for(copy))
+    (tmp_path / "notes.png").rename(copy / "real" / "used" / "notes.png")
     result = run_audit(settings_for(copy, skip_bad_images=True))
     data = result.as_dict()
     assert (data["n_generated"], data["n_used"]) == (150, 30)
@@ -285,3 +294,150 @@ def test_a_power_check_that_misses_copies_makes_a_pass_inconclusive(clean_releas
     result.settings = replace(result.settings, fail_inconclusive=True)
     assert result.verdict == "FAIL"
     assert "found only 7 of 10 planted copies" in result.failures[0]
+
+
+def _copy_inside(release: Path, folder: str, how: str) -> Path:
+    """Add one copy of an image of `folder`: the same bytes, or the same pixels in a
+    file with other bytes (saved again without compression)."""
+    source = sorted((release / folder).iterdir())[0]
+    target = release / folder / "zz-copy.png"
+    if how == "same bytes":
+        shutil.copy(source, target)
+    else:
+        Image.open(source).save(target, compress_level=0)
+        assert target.read_bytes() != source.read_bytes()
+    return target
+
+
+@pytest.mark.parametrize(
+    "folder, how",
+    [
+        ("real/used", "same bytes"),
+        ("real/used", "same pixels"),
+        ("real/not_used", "same bytes"),
+        ("real/not_used", "same pixels"),
+        ("generated", "same bytes"),
+    ],
+)
+def test_a_copy_inside_a_folder_is_counted_once_and_warned_about(
+    clean_release, tmp_path: Path, folder, how
+):
+    """A duplicate used to set the near-copy threshold at 1 (two "distinct" candidates
+    that are identical): the power check found 0 of 10 and the PASS was inconclusive.
+    The copy is counted once (and the reference skips a twin anyway)."""
+    copy = _copy(clean_release, tmp_path)
+    _copy_inside(copy, folder, how)
+    result = run_audit(settings_for(copy, features="pixels"))
+    assert result.verdict == "PASS" and result.power.planted == 30  # every member
+    assert result.power.levels["exact"].found == 30 and result.power.fraction >= 0.9
+    role = folder.split("/")[-1]
+    (warning,) = [w for w in result.warnings if "copies of another image" in w]
+    # which of the two is kept follows their content, never their names
+    pair = {f"{role}/zz-copy.png", f"{role}/{sorted((copy / folder).iterdir())[0].name}"}
+    assert warning.startswith(f"1 {role} image(s) are copies of another image in that folder")
+    dropped, kept = warning.split("counted once: ")[1].split(". Remove")[0].split(" = ")
+    assert {dropped, kept} == pair
+    # every number is that of the folder without the copy left out
+    without = tmp_path / "without"
+    shutil.copytree(copy, without)
+    (without / folder / dropped.split("/", 1)[1]).unlink()
+    expected = run_audit(settings_for(without, features="pixels"))
+    numbers, expected = _numbers(result), _numbers(expected)
+    assert expected.pop("warnings") == [] and len(numbers.pop("warnings")) == 1
+    assert numbers == expected
+
+
+def test_the_same_pixels_in_used_and_not_used_are_refused(clean_release, tmp_path: Path):
+    copy = _copy(clean_release, tmp_path)
+    member = sorted((copy / "real/used").iterdir())[0]
+    Image.open(member).save(copy / "real/not_used/resaved.png", compress_level=0)
+    with pytest.raises(AuditInputError, match="1 image.*have the same pixels") as err:
+        run_audit(settings_for(copy, features="pixels"))
+    assert f"used/{member.name} = not_used/resaved.png" in str(err.value)
+
+
+def test_a_reference_that_shares_images_with_the_candidates_is_refused(
+    clean_release, tmp_path: Path
+):
+    copy = _copy(clean_release, tmp_path)
+    (copy / "reference").mkdir()
+    member = sorted((copy / "real/used").iterdir())[0]
+    shutil.copy(member, copy / "reference/also-a-member.png")
+    with pytest.raises(AuditInputError, match="1 reference image.*also candidates") as err:
+        run_audit(settings_for(copy, features="pixels", reference=copy / "reference"))
+    assert f"reference/also-a-member.png = used/{member.name}" in str(err.value)
+    with pytest.raises(AuditInputError, match="the used and reference folders are the same"):
+        run_audit(settings_for(copy, reference=copy / "real/used"))
+
+
+def test_tiny_inputs_are_warned_about_in_the_json_and_the_report(tmp_path: Path):
+    from pytest_gan_privacy.report import render_html
+    from pytest_gan_privacy.synthetic import make_release
+
+    tiny = make_release(tmp_path / "t", leaky=False, n_members=2, n_non_members=2, n_generated=3)
+    result = run_audit(settings_for(tiny, features="pixels", folds=2))
+    data = result.as_dict()
+    assert any(
+        w.startswith("too few candidates to mean much: 2 used and 2") for w in data["warnings"]
+    )
+    assert any(
+        w.startswith("fewer generated images (3) than candidates (4)") for w in data["warnings"]
+    )
+    html = render_html(result)
+    assert "too few candidates to mean much" in html and "fewer generated images (3)" in html
+
+
+def test_generated_images_that_hold_the_non_members_are_refused(clean_release, tmp_path: Path):
+    """A generated folder that links to the real folders passed the gate (F1 0.56): with
+    every candidate among the "generated" images, no attack can tell members apart."""
+    import os
+
+    copy = _copy(clean_release, tmp_path)
+    os.symlink(copy / "real", copy / "generated" / "real")
+    with pytest.raises(AuditInputError, match="30 not_used image.*byte for byte.*never saw"):
+        run_audit(settings_for(copy, features="pixels"))
+
+
+def test_a_blank_image_shared_by_generated_and_non_members_is_no_error(
+    clean_release, tmp_path: Path
+):
+    copy = _copy(clean_release, tmp_path)
+    Image.new("L", (64, 64), 0).save(copy / "real/not_used/blank.png")
+    Image.new("L", (64, 64), 0).save(copy / "generated/blank.png")
+    assert (copy / "real/not_used/blank.png").read_bytes() == (
+        copy / "generated/blank.png"
+    ).read_bytes()
+    result = run_audit(settings_for(copy, features="pixels"))
+    assert any("1 real image(s) appear byte for byte" in w for w in result.warnings)
+
+
+def test_a_re_encoded_member_does_not_blind_the_power_check(clean_release, tmp_path: Path):
+    """A member saved again as JPEG is nearly the same image: the largest real-pair
+    similarity would be theirs, but the reference skips each image's nearest other one."""
+    copy = _copy(clean_release, tmp_path)
+    member = sorted((copy / "real/used").iterdir())[0]
+    Image.open(member).save(copy / "real/used/again.jpg", quality=95)
+    result = run_audit(settings_for(copy, features="pixels"))
+    assert result.verdict == "PASS" and result.power.fraction >= 0.9
+    assert not any(w.startswith("the power check") for w in result.warnings)
+
+
+def test_an_inconclusive_power_check_names_the_candidates_that_set_the_threshold(
+    clean_release, tmp_path: Path
+):
+    """Three versions of one member (two re-encodings) are closer than copies: the
+    second-nearest skip no longer helps, and the warning says which candidates."""
+    copy = _copy(clean_release, tmp_path)
+    for folder in ("used", "not_used"):  # both classes alike: the gate's other checks pass
+        for image in sorted((copy / "real" / folder).iterdir())[:6]:
+            for quality in (90, 97):
+                target = image.with_name(f"{image.stem}-{quality}.jpg")
+                Image.open(image).save(target, quality=quality)
+    result = run_audit(settings_for(copy, features="pixels"))
+    assert result.near_copies.threshold.limited_by == "real pairs"
+    assert result.verdict == "PASS (inconclusive)", result.failures
+    (warning,) = [w for w in result.warnings if w.startswith("the power check found only")]
+    a, b = (result.candidates.ids[i] for i in result.near_copies.threshold.pair)
+    assert a in warning and b in warning and "--groups" in warning
+    stem = lambda image_id: image_id.split("/")[-1].split("-")[0].split(".")[0]  # noqa: E731
+    assert stem(a) == stem(b)  # two versions of one image

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import audit_args, write_big_png
-from PIL import Image
+from helpers import BAD_INPUTS, audit_args, break_release
 
-from pytest_gan_privacy.cli import main
+from pytest_gan_privacy.cli import build_parser, main
 from pytest_gan_privacy.settings import OPTIONS
 
 
@@ -52,15 +51,17 @@ def test_exit_status_1_for_a_leak(leaky_release, tmp_path: Path, capsys):
 
 
 def test_exit_status_2_for_a_missing_folder_without_traceback(tmp_path: Path, capsys):
+    (tmp_path / "u").mkdir()
+    (tmp_path / "n").mkdir()
     code = main(
         [
             "audit",
             "--generated",
             str(tmp_path / "g"),
             "--used",
-            str(tmp_path),
+            str(tmp_path / "u"),
             "--not-used",
-            str(tmp_path),
+            str(tmp_path / "n"),
             "--quiet",
         ]
     )
@@ -98,70 +99,6 @@ def test_a_default_report_path_never_replaces_a_file_the_user_wrote(
     assert (tmp_path / "gan-audit-report.html").read_text() == "my notes"
 
 
-def _break(case: str, release: Path) -> str:
-    """Damage a copy of a release as `case` says; returns text the message must name."""
-
-    generated, used, not_used = (
-        release / "generated",
-        release / "real/used",
-        release / "real/not_used",
-    )
-    if case == "empty folder":
-        shutil.rmtree(used)
-        used.mkdir()
-        return f"used folder {used} has no files"
-    if case == "only non-image files":
-        shutil.rmtree(used)
-        used.mkdir()
-        (used / "labels.csv").write_text("id,label\n")
-        return "has only 1 non-image files"
-    if case == "zero-byte file":
-        (generated / "zero.png").write_bytes(b"")
-        return "zero.png: not an image"
-    if case == "truncated png":
-        data = next(used.iterdir()).read_bytes()
-        (used / "cut.png").write_bytes(data[: len(data) * 2 // 3])
-        return "cut.png: corrupt or truncated image"
-    if case == "text named .png":
-        (not_used / "readme.png").write_text("hello")
-        return "readme.png: not an image"
-    if case == "1x1 image":
-        Image.new("L", (1, 1)).save(generated / "dot.png")
-        return "dot.png: cannot be decoded (1x1 pixels is too small"
-    if case == "huge image":
-        write_big_png(generated / "huge.png", 20_000, 20_000)
-        return "huge.png: too large"
-    if case == "broken link":
-        (generated / "gone.png").symlink_to(release / "nowhere.png")
-        return "gone.png: cannot read it (a broken link"
-    if case == "link loop":
-        os.symlink("loop.png", generated / "loop.png")
-        return "loop.png: cannot read it"
-    if case == "same image in used and not_used":
-        shutil.copy(next(used.iterdir()), not_used / "twin.png")
-        return "twin.png"
-    if case == "fewer candidates than folds":
-        for extra in sorted(not_used.iterdir())[4:]:
-            extra.unlink()
-        return "not_used folder has 4 image(s)"
-    raise ValueError(case)
-
-
-BAD_INPUTS = [
-    "empty folder",
-    "only non-image files",
-    "zero-byte file",
-    "truncated png",
-    "text named .png",
-    "1x1 image",
-    "huge image",
-    "broken link",
-    "link loop",
-    "same image in used and not_used",
-    "fewer candidates than folds",
-]
-
-
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_exits_2_naming_the_file_without_traceback(
     case, clean_release, tmp_path: Path, capsys
@@ -169,7 +106,7 @@ def test_bad_input_exits_2_naming_the_file_without_traceback(
 
     release = tmp_path / "release"
     shutil.copytree(clean_release, release)
-    expected = _break(case, release)
+    expected = break_release(case, release)
     code = main(
         ["audit", *audit_args(release), "--report", str(tmp_path / "r.html"), "--workers", "0"]
         + ["--quiet"]
@@ -202,3 +139,225 @@ def test_the_readme_documents_every_option():
         flag = option.name.replace("_", "-")
         row = f"| `--{flag}` | `--gan-audit-{flag}` | `gan_audit_{option.name}` |"
         assert row in readme, row
+
+
+# --- no traceback, ever, for user input ----------------------------------------------
+
+# Malformed values for each kind of option. `{image}`, `{folder}` and `{file}` stand
+# for an input image, an existing folder and an existing file that is no input.
+MALFORMED = {
+    "str": ["", "   ", "vit\x1b[31m"],
+    "folder": ["", "  ", "a\0b", "x" * 300, "~no-such-user-here/x", "{image}", "{file}"],
+    "file": ["", "a\0b", "x" * 300, "{folder}", "missing.pt"],
+    "output": ["", ".", "/", "a\0b", "{folder}", "{image}", "{file}/r.html"],
+    "output_folder": ["", "a\0b", "{file}", "{used}", "{used}/cache"],
+    "fraction": ["", "x", "nan", "inf", "-0.1", "1.0001", "1e999"],
+    "probability": ["", "x", "nan", "inf", "-0.1", "1", "1e999"],
+    "int": ["", "x", "1.5", "-1", "1e3", "9" * 400],
+    "choice": ["", "x", "\0", "auto,cpu"],
+    "bool": ["=yes"],  # a switch takes no value
+    "window": ["", "1", "1,2,3", "a,b", "nan,1", "40,-1", "40,0"],
+    "range": ["", "1", "a:b", "-1:3", "5:2", "1:2:3"],
+}
+
+
+def _option_values(option) -> list[str]:
+    values = list(MALFORMED[option.kind])
+    if option.kind == "int":
+        values += [str(option.minimum - 1), str(option.maximum + 1)]
+    return values
+
+
+def test_every_kind_of_option_has_malformed_values():
+    """A new kind of option must say here what a malformed value of it looks like."""
+    assert {o.kind for o in OPTIONS} <= set(MALFORMED)
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.name)
+def test_malformed_values_of_every_option_exit_2_before_any_work(
+    option, clean_release, tmp_path: Path, monkeypatch, capsys
+):
+    """Fuzz-style: every option of the table, each malformed value, from the command
+    line: exit 2 with one message, no traceback, nothing written, the audit not begun."""
+    import pytest_gan_privacy.audit
+
+    def started(*args, **kwargs):
+        raise AssertionError("the audit started")
+
+    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", started)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    places = {
+        "image": str(next((clean_release / "real/used").iterdir())),
+        "folder": str(tmp_path / "a-folder"),
+        "file": str(tmp_path / "a-file"),
+        "used": str(clean_release / "real/used"),
+    }
+    for template in _option_values(option):
+        value = template.format(**places)
+        if option.kind == "bool":
+            flag = [f"--{option.flag}{value}"]
+        else:
+            flag = [f"--{option.flag}={value}"]
+        args = audit_args(clean_release)
+        if option.name in ("generated", "used", "not_used"):  # the malformed one instead
+            i = args.index(f"--{option.flag}")
+            del args[i : i + 2]
+        try:
+            code = main(["audit", *args, *flag, "--quiet"])
+        except SystemExit as exc:  # argparse's own usage errors
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2, (option.name, value, err)
+        assert "error: " in err and "Traceback" not in err, (option.name, value, err)
+        assert sorted(os.listdir(tmp_path)) == ["a-file", "a-folder"], (option.name, value)
+
+
+def test_the_help_of_every_command_prints():
+    """argparse formats help with %: one stray % in a help string crashed --help."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for argv in [["--help"], *[[name, "--help"] for name in commands]]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest_gan_privacy.cli", *argv], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, (argv, proc.stderr)
+        assert proc.stdout.startswith("usage: gan-privacy") and not proc.stderr
+
+
+def test_a_bug_exits_3_with_its_traceback_never_1(clean_release, tmp_path, monkeypatch, capsys):
+    """1 is read as a leak by CI: an internal error must not look like one."""
+    import pytest_gan_privacy.audit
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an internal error")
+
+    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", broken)
+    code = main(["audit", *audit_args(clean_release), "--report", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "Traceback" in err and "internal error: the audit failed" in err
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "r.html"))
+
+    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", full_disk)
+    code = main(["audit", *audit_args(clean_release), "--report", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+
+
+# --- outputs never touch inputs ------------------------------------------------------
+
+
+def test_a_report_named_as_a_training_image_leaves_it_alone(clean_release, tmp_path, capsys):
+    release = tmp_path / "release"
+    shutil.copytree(clean_release, release)
+    image = sorted((release / "real/used").iterdir())[3]
+    before = image.read_bytes()
+    code = main(["audit", *audit_args(release), "--report", str(image), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is inside the used folder" in err
+    assert image.read_bytes() == before
+    assert sorted(p.suffix for p in (release / "real/used").iterdir()) == [".png"] * 30
+
+
+@pytest.mark.parametrize(
+    "outputs, message",
+    [
+        (["--report", "{t}/same", "--json", "{t}/same"], "would be the same file"),
+        (["--report", "{t}/x.json"], "would be the same file"),
+        (["--report", "{t}/out/x.html"], "out/x.json exists and was not written by"),
+        (["--report", "{t}/a-folder"], "is a folder: give a file name"),
+        (["--report", "/proc/gan-audit/r.html"], "cannot be written"),
+        (["--cache-dir", "{t}/out/x.json"], "is a file, not a folder"),
+        (["--generated", ""], "generated path is empty"),
+    ],
+)
+def test_outputs_that_would_harm_a_file_or_be_lost_exit_2_before_the_audit(
+    outputs, message, clean_release, tmp_path, monkeypatch, capsys
+):
+    import pytest_gan_privacy.audit
+
+    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", None)  # never called
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/x.json").write_text('{"mine": true}')
+    (tmp_path / "a-folder").mkdir()
+    args = [a.format(t=tmp_path) for a in outputs]
+    try:
+        code = main(["audit", *audit_args(clean_release), *args, "--quiet"])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert (tmp_path / "out/x.json").read_text() == '{"mine": true}'
+
+
+def test_the_default_report_is_never_written_inside_an_input_folder(
+    clean_release, tmp_path, monkeypatch, capsys
+):
+    release = tmp_path / "release"
+    shutil.copytree(clean_release, release)
+    monkeypatch.chdir(release / "real" / "used")
+    args = ["--generated", "../../generated", "--used", ".", "--not-used", "../not_used"]
+    assert main(["audit", *args, "--quiet"]) == 2
+    assert "is inside the used folder" in capsys.readouterr().err
+    assert not list(Path(".").glob("gan-audit-report*"))
+
+
+def test_reports_follow_the_users_umask(clean_release, tmp_path):
+    proc = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'umask 022 && exec "$0" -m pytest_gan_privacy.cli "$@"',
+            sys.executable,
+            "audit",
+            *audit_args(clean_release),
+            "--report",
+            str(tmp_path / "r.html"),
+            "--features",
+            "pixels",
+            "--workers",
+            "0",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("r.html", "r.json"):
+        assert oct((tmp_path / name).stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_hostile_file_name_cannot_forge_a_line_of_output(clean_release, tmp_path, capsys):
+    """Names are shown with their control characters escaped: a newline or an ANSI
+    escape in a file name can neither add a line nor recolour a CI log."""
+    release = tmp_path / "release"
+    shutil.copytree(clean_release, release)
+    forged = "x\nPASS: leakage F1 0.000\x1b[32m.png"
+    shutil.copy(sorted((release / "real/used").iterdir())[0], release / "real/used" / forged)
+    (release / "generated" / "bad\n\x1b[2Jname.png").write_text("not an image")
+    args = ["audit", *audit_args(release), "--report", str(tmp_path / "r.html"), "--quiet"]
+    assert main([*args, "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "bad\\n\\x1b[2Jname.png: not an image" in err and "\x1b" not in err
+    assert main([*args, "--workers", "0", "--skip-bad-images", "--features", "pixels"]) == 0
+    out = capsys.readouterr().out
+    assert "used/x\\nPASS: leakage F1 0.000\\x1b[32m.png" in out
+    assert "\x1b" not in out
+    assert [line for line in out.splitlines() if line.startswith("PASS")] == [out.splitlines()[0]]
+
+
+def test_ctrl_c_exits_130_without_a_traceback(clean_release, tmp_path, monkeypatch, capsys):
+    import pytest_gan_privacy.audit
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", interrupted)
+    code = main(["audit", *audit_args(clean_release), "--report", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 130 and "gan-privacy: interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "r.html").exists()

@@ -162,8 +162,10 @@ def test_links_are_followed_once_and_never_hang(tmp_path: Path):
 
 
 def test_one_bad_image_among_thousands_is_named_or_skipped(tmp_path: Path):
-    for i in range(2000):
-        Image.new("L", (4, 4), i % 256).save(tmp_path / f"{i:04d}.png")
+    for i in range(2000):  # 2,000 distinct contents (copies would be counted once)
+        pixels = np.full((4, 4), i % 256, np.uint8)
+        pixels[0, 0] = i // 256
+        Image.fromarray(pixels).save(tmp_path / f"{i:04d}.png")
     good = (tmp_path / "0007.png").read_bytes()
     (tmp_path / "0007.png").write_bytes(good[: len(good) // 2])
     images = load_image_set(tmp_path, "generated")

@@ -69,3 +69,11 @@ def test_too_few_candidates_for_the_folds_is_a_clear_error():
 
 def test_every_threshold_policy_the_options_offer_has_a_rule():
     assert tuple(metrics.THRESHOLD_RULES) == THRESHOLD_POLICIES
+
+
+def test_no_bootstrap_means_no_interval_not_a_zero_width_one():
+    rng = np.random.default_rng(2)
+    labels = np.r_[np.ones(40), np.zeros(40)].astype(int)
+    m = membership_metrics(rng.random(80), labels, bootstrap=0)
+    assert m.f1_ci is None and m.as_dict()["f1_ci"] is None
+    assert membership_metrics(rng.random(80), labels, bootstrap=200).f1_ci is not None

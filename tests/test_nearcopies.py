@@ -44,16 +44,22 @@ def test_the_reference_is_the_largest_second_best_real_pair():
     full = _brute_force(candidates, candidates)
     full.fill_diagonal_(-math.inf)
     second = full.topk(2, dim=1).values[:, 1]
-    assert abs(real_pair_reference(candidates) - float(second.max())) < 1e-5
-    assert abs(real_pair_reference(candidates, rank=1) - float(full.max())) < 1e-5
+    value, (query, other) = real_pair_reference(candidates)
+    assert abs(value - float(second.max())) < 1e-5
+    assert query == int(second.argmax()) and other == int(full[query].topk(2).indices[1])
+    assert abs(real_pair_reference(candidates, rank=1)[0] - float(full.max())) < 1e-5
 
 
 def test_a_near_twin_does_not_move_the_reference_but_raises_the_old_maximum():
     candidates = phantoms(40, 6)
     twin = augmented_copies(candidates[:1], seed=9, recipe=CopyRecipe(shift=1, angle=1))
     with_twin = torch.cat([candidates, twin])
-    assert real_pair_reference(with_twin, rank=1) > real_pair_reference(candidates, rank=1) + 0.05
-    assert abs(real_pair_reference(with_twin) - real_pair_reference(candidates)) < 0.02
+    before, after = (
+        real_pair_reference(candidates, rank=1)[0],
+        real_pair_reference(with_twin, rank=1)[0],
+    )
+    assert after > before + 0.05
+    assert abs(real_pair_reference(with_twin)[0] - real_pair_reference(candidates)[0]) < 0.02
 
 
 def test_pairs_within_one_patient_are_not_real_pairs():
@@ -61,7 +67,8 @@ def test_pairs_within_one_patient_are_not_real_pairs():
     twins = augmented_copies(candidates, seed=9, recipe=CopyRecipe(shift=1, angle=1))
     both = torch.cat([candidates, twins])  # every image has its twin: rank 2 sees the 2nd
     groups = [f"patient {i % 20}" for i in range(40)]
-    assert real_pair_reference(both, groups=groups) < real_pair_reference(both, rank=1) - 0.05
+    apart = real_pair_reference(both, groups=groups)[0]
+    assert apart < real_pair_reference(both, rank=1)[0] - 0.05
 
 
 def test_the_copy_level_is_a_low_quantile_of_copies_against_their_originals():

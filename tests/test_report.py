@@ -265,6 +265,24 @@ def test_warnings_and_skipped_images_are_in_the_report(clean_release, tmp_path: 
     for extra in sorted((release / "real" / "not_used").iterdir())[10:]:
         extra.unlink()
     html = render_html(run_audit(settings_for(release, skip_bad_images=True)))
-    assert html.count('class="banner warn"') == 2
+    assert html.count('class="banner warn"') == 3
     assert "unbalanced candidates: 30 used vs 10 not_used" in html
+    assert "too few candidates to mean much: 30 used and 10 not_used" in html
     assert 'id="skipped"' in html and "&lt;i&gt;bad.png" in html and "<i>bad" not in html
+
+
+def test_without_bootstrap_no_interval_is_shown_as_one(clean_release):
+    """`--bootstrap 0` printed "95% CI 0.531-0.531": a zero-width interval presented as
+    measured. It is absent instead, in the JSON, the summary and the report."""
+    from pytest_gan_privacy.results import summary_line
+
+    result = run_audit(settings_for(clean_release, features="pixels", bootstrap=0))
+    data = result.as_dict()
+    assert data["f1_ci"] is None
+    assert all(a["f1_ci"] is None for a in data["attacks"].values())
+    line = summary_line(result)
+    assert "no CI: bootstrap off" in line and "95% CI" not in line
+    page = _Page(render_html(result))
+    shown = [text for key, text in page.numbers if key.endswith("f1_ci")]
+    assert shown and set(shown) == {"no interval (bootstrap off)"}
+    assert not any(key.endswith(("f1_ci.0", "f1_ci.1")) for key, _ in page.numbers)
