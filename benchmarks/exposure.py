@@ -65,11 +65,24 @@ def audit(root: Path, features: str | None):
     )
 
 
+def _reason(failure: str) -> str:
+    for words, short in (
+        ("leakage F1", "F1"),
+        ("have a near-copy", "member near-copies"),
+        ("exposed at", "exposure"),
+        ("near-copies of candidates", "near-copies"),
+        ("power check", "power"),
+    ):
+        if words in failure:
+            return short
+    return failure
+
+
 def row(name: str, result) -> str:
     d = result.as_dict()
     e, nc, pc = d["exposure"], d["near_copies"], d["power_check"]
     levels = " / ".join(f"{v['fraction']:.2f}" for v in pc["levels"].values())
-    why = "; ".join(f.split(" (")[0] for f in result.failures) or "-"
+    why = ", ".join(_reason(f) for f in result.failures) or "-"
     return (
         f"| {name} | {result.verdict} | {result.f1:.3f} | {e['members_exposed']} / "
         f"{e['non_members_exposed']} | {e['expected_by_chance']:.1f} | {e['p_value']:.2g} | "
