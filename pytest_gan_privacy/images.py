@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import AuditInputError, printable
+from .runtime import cpu_budget
 from .medical import (
     NIFTI_SUFFIXES,
     DecodeOptions,
@@ -514,8 +515,11 @@ def _describe_decode_error(exc: Exception) -> str:
 
 
 def default_workers() -> int:
-    """Decoding workers: the spare CPU cores, at most 4 (0 decodes in this process)."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """Decoding workers: the spare CPUs of this process's share, at most 4 (0 decodes
+    in this process). The share (runtime.cpu_budget: affinity, cgroup quota, split
+    among pytest-xdist workers), not os.cpu_count(): two xdist workers on 2 cores would
+    each start a decoding process beside their own threads."""
+    return max(0, min(4, cpu_budget() - 1))
 
 
 def iter_batches(
