@@ -352,10 +352,7 @@ def score_candidates(
         """The candidates' pixels at a size, decoded once per size."""
         if size not in decoded:
             decoded[size] = torch.cat(
-                [
-                    load_pixels(s, size, settings.batch_size, settings.workers)
-                    for s in pools
-                ]
+                [load_pixels(s, size, settings.batch_size, settings.workers) for s in pools]
             )
         return decoded[size]
 
