@@ -11,9 +11,10 @@
 2. The transfer rules (predict.TRANSFER_RULES) on `--splits` random stratified half
    splits of the same scores (the attacks are labels-blind, and the pool of images is
    the same in every split, so only the labels move): the mean F1 on the unlabelled
-   half, the mean development estimate, and the mean |estimate - F1|; then the same
-   with a prevalence shift, the unlabelled half keeping only half of its members (a
-   third of it members; the pool's scores are kept, a close approximation).
+   half with its chance level, the mean development estimate, and the mean |estimate -
+   F1|; then the same with a prevalence shift, the unlabelled half keeping only half of
+   its members (a third of it members; the pool's scores are kept, a close
+   approximation). `--splits 0` leaves this table out.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def split_by_hash(root: Path, into: Path) -> dict[str, int]:
 
 
 def rule_table(dev_scores, cand_scores, dev_labels, cand_labels, splits, folds, shift):
-    """Per rule: mean hidden F1, mean estimate, mean |estimate - hidden F1| over random
-    stratified half splits of all the scores."""
+    """Per rule: mean hidden F1, its chance level, mean estimate and mean |estimate -
+    hidden F1| over random stratified half splits of all the scores."""
     scores = np.vstack([dev_scores, cand_scores])
     labels = np.r_[dev_labels, cand_labels]
     rng = np.random.default_rng(0)
@@ -86,7 +87,7 @@ def rule_table(dev_scores, cand_scores, dev_labels, cand_labels, splits, folds, 
             best = best_attack(scores[dev], labels[dev])
             calls = rule(scores[dev, best], labels[dev], scores[unl, best])
             hidden = f1_of(labels[unl], calls)
-            out[name].append((hidden, est, abs(est - hidden)))
+            out[name].append((hidden, chance_f1(labels[unl], calls), est, abs(est - hidden)))
     return {name: np.mean(rows, axis=0) for name, rows in out.items()}
 
 
@@ -136,6 +137,8 @@ def main() -> None:
             )
         )
         dev_labels = p.development.labels
+        if args.splits == 0:
+            continue
         rules[name] = [
             rule_table(
                 p.development_scores,
@@ -167,12 +170,14 @@ def main() -> None:
     for shift, title in ((0, "same member fraction"), (1, "unlabelled half with 1/3 members")):
         print(
             f"\nTransfer rules over {args.splits} random half splits ({title}): "
-            "hidden F1 / estimate / |estimate - hidden|"
+            "hidden F1 (chance) / estimate / |estimate - hidden|"
         )
-        print(f"{'scenario':11s} " + " ".join(f"{r:>24s}" for r in TRANSFER_RULES))
+        print(f"{'scenario':11s} " + " ".join(f"{r:>32s}" for r in TRANSFER_RULES))
         for name, tables in rules.items():
-            cells = [f"{h:.3f} / {e:.3f} / {g:.3f}" for h, e, g in tables[shift].values()]
-            print(f"{name:11s} " + " ".join(f"{c:>24s}" for c in cells))
+            cells = [
+                f"{h:.3f} ({c:.3f}) / {e:.3f} / {g:.3f}" for h, c, e, g in tables[shift].values()
+            ]
+            print(f"{name:11s} " + " ".join(f"{c:>32s}" for c in cells))
 
 
 if __name__ == "__main__":

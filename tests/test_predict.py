@@ -14,7 +14,13 @@ from helpers import predict_args, predict_release
 from PIL import Image
 
 from pytest_gan_privacy.cli import main
-from pytest_gan_privacy.predict import cross_fitted_estimate, prevalence_calls
+from pytest_gan_privacy.predict import (
+    RULE,
+    TRANSFER_RULES,
+    cross_fitted_estimate,
+    prevalence_calls,
+    threshold_calls,
+)
 
 FAST = ["--features", "pixels", "--workers", "0", "--quiet"]
 
@@ -69,9 +75,11 @@ def test_predictions_scores_and_json(leaky, tmp_path, capsys):
     assert estimate["f1_ci"][0] <= estimate["f1"] <= estimate["f1_ci"][1]
     assert estimate["chance_f1"] == pytest.approx(0.5, abs=0.05)
     assert result["attack"] in result["development"]["attack_auc"]
-    assert result["candidates"]["predicted_fraction"] == pytest.approx(0.5)
+    called = sum(call == "1" for _, call in rows)
+    assert result["candidates"]["predicted_used"] == called
+    assert result["candidates"]["predicted_fraction"] == pytest.approx(called / 40)
     text = capsys.readouterr().out
-    assert "expected F1" in text and "chance" in text and "predicted used: 20 of 40" in text
+    assert "expected F1" in text and "chance" in text and f"predicted used: {called} of 40" in text
     assert f"attack: {result['attack']}" in text
 
 
@@ -198,13 +206,20 @@ def test_prevalence_calls_the_development_fraction_by_score():
     assert calls.tolist() == [False, False, True, False, True, False]  # 30 % of 6: 2
 
 
+def test_the_score_threshold_is_the_development_sets_level():
+    train, labels = np.arange(10.0), np.r_[np.zeros(7, int), np.ones(3, int)]
+    # the development set's 3 members are called at 7 and up: the level is 6.5
+    calls = threshold_calls(train, labels, np.array([6.0, 6.6, 20.0, -1.0]))
+    assert calls.tolist() == [False, True, True, False]  # whatever fraction that is
+
+
 def test_the_estimate_is_cross_fitted_and_at_chance_without_signal():
     """Scores without information: the estimate stays near chance (no fold is called
     by an attack or level chosen on itself)."""
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(100, int), np.zeros(100, int)]
     f1s = [
-        cross_fitted_estimate(rng.normal(size=(200, 5)), labels, prevalence_calls, 5, s, 0).f1
+        cross_fitted_estimate(rng.normal(size=(200, 5)), labels, TRANSFER_RULES[RULE], 5, s, 0).f1
         for s in range(20)
     ]
     assert abs(np.mean(f1s) - 0.5) < 0.05
