@@ -18,7 +18,7 @@ import torch
 
 from . import __version__
 from .attacks import AttackScores, near_copy_attack, space_attacks
-from .cache import open_cache
+from .cache import TensorCache, open_cache
 from .encoders import WORKING_SIZE, Encoder, feature_spaces
 from .errors import AuditInputError, printable
 from .exposure import Exposure, exposure
@@ -32,6 +32,7 @@ from .nearcopies import (
     NearCopies,
     NearCopyEncoder,
     PowerCheck,
+    RobustScan,
     find_near_copies,
     near_copy_threshold,
     pick_canaries,
@@ -317,22 +318,30 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
         return _run(settings, progress or no_progress)
 
 
-def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
-    clock = _Stopwatch()
-    device = resolve_device(settings.device)
+@dataclass
+class PoolScores:
+    """What the attacks made of a pool of real candidates, labels-blind."""
 
-    # load
-    generated = load_image_set(settings.generated, "generated", settings.skip_bad_images)
-    candidates = load_candidates(settings)
-    reference = load_reference(settings, candidates)
-    # the candidates' pixels at the working size (the near-copy scan's), decoded now: a
-    # copy with other bytes but the same pixels is a duplicate too
-    candidates, pixels = unique_candidate_pixels(candidates, settings)
-    check_no_non_member_generated(generated, candidates, pixels)
-    clock.lap("load")
+    attacks: list[AttackScores]  # every feature space's attacks, then near-copy
+    scan: RobustScan  # the near-copy scan: the near-copies and the evidence shown
+    spaces: list[Encoder]  # the feature spaces, fitted
 
+
+def score_candidates(
+    settings: AuditSettings,
+    generated: ImageSet,
+    pools: list[ImageSet],
+    pixels: torch.Tensor,
+    reference: ImageSet | None,
+    device: torch.device,
+    cache: TensorCache | None,
+    progress: Progress,
+    clock: _Stopwatch,
+) -> PoolScores:
+    """fit -> encode -> attack: every attack's scores of the candidates of `pools`, in
+    that order (`pixels`: theirs at the working size). No label is used, so the audit
+    (used, not_used) and predict (development and unlabelled images) share it."""
     # fit: the learned space learns from the generated images (the others need nothing)
-    cache = open_cache(settings)
     spaces = feature_spaces(settings, device, cache)
     for encoder in spaces:
         encoder.fit(generated, device, progress)
@@ -355,10 +364,7 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         """The candidates' pixels at a size, decoded once per size."""
         if size not in decoded:
             decoded[size] = torch.cat(
-                [
-                    load_pixels(s, size, settings.batch_size, settings.workers)
-                    for s in (candidates.members, candidates.non_members)
-                ]
+                [load_pixels(s, size, settings.batch_size, settings.workers) for s in pools]
             )
         return decoded[size]
 
@@ -366,9 +372,7 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
     # memory, the generated ones streamed through the attacks (read once per space)
     scored: list[AttackScores] = []
     for encoder in spaces:
-        cand = torch.cat(
-            [encode(candidates.members, encoder), encode(candidates.non_members, encoder)]
-        )
+        cand = torch.cat([encode(images, encoder) for images in pools])
         ref = None if reference is None else encode(reference, encoder)
         clock.lap(f"encode {encoder.name}")
         gen = stream(generated, encoder)
@@ -390,12 +394,35 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         device,
         progress=lambda done, total: progress("near-copy scan (generated)", done, total),
     )
-    # the copy level's copies use other seeds than the power check's canaries
-    threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device)
-    near_copies = find_near_copies(scan, threshold)
     scored.append(near_copy_attack(scan))
     clock.lap("attacks near-copy")
     clock.move(near_copy_side.seconds, "attacks near-copy", "encode near-copy")
+    return PoolScores(scored, scan, spaces)
+
+
+def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
+    clock = _Stopwatch()
+    device = resolve_device(settings.device)
+
+    # load
+    generated = load_image_set(settings.generated, "generated", settings.skip_bad_images)
+    candidates = load_candidates(settings)
+    reference = load_reference(settings, candidates)
+    # the candidates' pixels at the working size (the near-copy scan's), decoded now: a
+    # copy with other bytes but the same pixels is a duplicate too
+    candidates, pixels = unique_candidate_pixels(candidates, settings)
+    check_no_non_member_generated(generated, candidates, pixels)
+    clock.lap("load")
+
+    cache = open_cache(settings)
+    pools = [candidates.members, candidates.non_members]
+    pool = score_candidates(
+        settings, generated, pools, pixels, reference, device, cache, progress, clock
+    )
+    scored, scan, spaces = pool.attacks, pool.scan, pool.spaces
+    # the copy level's copies use other seeds than the power check's canaries
+    threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device)
+    near_copies = find_near_copies(scan, threshold)
     # members come first among the candidates: a member's index is its candidate index
     canaries = pick_canaries(candidates.members.hashes, settings.canaries, settings.seed)
     power = power_check(pixels, canaries, threshold, settings.seed, device)

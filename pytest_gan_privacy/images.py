@@ -38,7 +38,6 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import AuditInputError, printable
-from .runtime import cpu_budget
 from .medical import (
     NIFTI_SUFFIXES,
     DecodeOptions,
@@ -53,6 +52,7 @@ from .medical import (
     read_image,
     read_medical_file,
 )
+from .runtime import cpu_budget
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 RASTER = "raster"  # a PNG, JPEG, BMP or TIFF file: one image, decoded by Pillow
