@@ -4,7 +4,8 @@
         [--splits 200]
 
 1. Each scenario's used and not_used images are split into a development half and an
-   unlabelled half by content hash, within each class (sorted by SHA-256, alternating),
+   unlabelled half (100 + 100 each; 50 + 50 for the 100-member scenarios) by content
+   hash, within each class (sorted by SHA-256, alternating),
    linked into folders of their own; predict runs on them as a user would run it, and
    the calls' F1 against the hidden labels (95 % interval over the unlabelled images,
    chance level) stands beside the development set's cross-fitted estimate.
@@ -126,6 +127,8 @@ def main() -> None:
         rows.append(
             (
                 name,
+                len(p.development),
+                len(p.candidates),
                 m.f1,
                 m.f1_ci,
                 m.chance_f1,
@@ -154,16 +157,17 @@ def main() -> None:
         print(f"{name}: done in {p.timings['total']:.1f} s", flush=True)
 
     print(
-        f"\ngan-privacy predict, features {args.features}: development half (200) -> "
-        "unlabelled half (200), split by content hash"
+        f"\ngan-privacy predict, features {args.features}: a development half and an "
+        "unlabelled half, split by content hash within each class"
     )
     print(
-        f"{'scenario':11s} {'dev estimate F1':>15s} {'95% CI':>12s} {'chance':>6s}   "
+        f"{'scenario':11s} {'dev':>4s} {'unl':>4s} {'dev estimate F1':>15s} {'95% CI':>12s} "
+        f"{'chance':>6s}   "
         f"{'hidden F1':>9s} {'95% CI':>12s} {'chance':>6s}  {'seconds':>7s}  attack"
     )
-    for name, ef1, eci, ech, hf1, hci, hch, attack, secs in rows:
+    for name, n_dev, n_unl, ef1, eci, ech, hf1, hci, hch, attack, secs in rows:
         print(
-            f"{name:11s} {ef1:15.3f} {eci[0]:.3f}-{eci[1]:.3f} {ech:6.3f}   "
+            f"{name:11s} {n_dev:4d} {n_unl:4d} {ef1:15.3f} {eci[0]:.3f}-{eci[1]:.3f} {ech:6.3f}   "
             f"{hf1:9.3f} {hci[0]:.3f}-{hci[1]:.3f} {hch:6.3f}  {secs:7.1f}  {attack}"
         )
 

@@ -223,3 +223,12 @@ def test_the_estimate_is_cross_fitted_and_at_chance_without_signal():
         for s in range(20)
     ]
     assert abs(np.mean(f1s) - 0.5) < 0.05
+
+
+def test_skipped_candidate_files_have_no_line_and_are_named(release, tmp_path, capsys):
+    root, hidden = release
+    (root / "candidates" / "readme.png").write_text("hello")
+    out = tmp_path / "p.csv"
+    assert main([*predict_args(root, out), "--skip-bad-images", *FAST]) == 0
+    assert [name for name, _ in read_csv(out)] == sorted(hidden)
+    assert "1 unreadable candidate file(s) were skipped" in capsys.readouterr().out
