@@ -19,10 +19,11 @@ import torch
 from . import __version__
 from .attacks import AttackScores, near_copy_attack, space_attacks
 from .cache import TensorCache, open_cache
+from .distributed import SINGLE, World, join, local_device
 from .encoders import WORKING_SIZE, Encoder, feature_spaces
 from .errors import AuditInputError, printable
 from .exposure import Exposure, exposure
-from .features import FeatureStream, encode_images
+from .features import FeatureStream, encode_images, shared_features
 from .files import cache_folder, check_cache_folder
 from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
 from .images import ImageSet, load_image_set, load_pixels
@@ -41,6 +42,7 @@ from .nearcopies import (
 )
 from .runtime import Progress, cpu_threads, no_progress, resolve_device
 from .settings import AuditSettings, check_input_paths
+from .similarity import TensorRows
 
 
 @dataclass
@@ -100,6 +102,7 @@ class AuditResult:
     near_copies: NearCopies | None = None
     power: PowerCheck | None = None
     exposure: Exposure | None = None
+    world_size: int = 1  # processes under torchrun (distributed.py)
 
     @property
     def gate(self) -> MembershipMetrics:
@@ -279,6 +282,11 @@ def load_reference(settings: AuditSettings, candidates: Candidates) -> ImageSet 
     return reference
 
 
+def seconds_of(rows: object) -> float:
+    """Seconds a streamed generated side spent decoding and encoding (0: in memory)."""
+    return getattr(rows, "seconds", 0.0)
+
+
 class _Stopwatch:
     """Seconds per stage, for the result's timings."""
 
@@ -302,8 +310,9 @@ class _Stopwatch:
         return self.timings
 
 
-def run_audit(settings: AuditSettings, progress: Progress | None = None) -> AuditResult:
-    """Run the whole audit described by `settings` and return its result.
+def run_audit(settings: AuditSettings, progress: Progress | None = None) -> AuditResult | None:
+    """Run the whole audit described by `settings` and return its result (None on a
+    torchrun rank other than 0, which writes nothing: distributed.py).
 
     Raises AuditInputError for bad input, the paths' before any work (inputs that are
     missing, the same or nested; a cache folder among them); writes nothing but cache
@@ -337,10 +346,15 @@ def score_candidates(
     cache: TensorCache | None,
     progress: Progress,
     clock: _Stopwatch,
-) -> PoolScores:
+    world: World = SINGLE,
+) -> PoolScores | None:
     """fit -> encode -> attack: every attack's scores of the candidates of `pools`, in
     that order (`pixels`: theirs at the working size). No label is used, so the audit
-    (used, not_used) and predict (development and unlabelled images) share it."""
+    (used, not_used) and predict (development and unlabelled images) share it.
+
+    Under torchrun (`world`, distributed.py) the ranks train the MAE together and share
+    the generated side's decoding and encoding; rank 0 gets the features and scores,
+    the others return None."""
     # fit: the learned space learns from the generated images (the others need nothing)
     spaces = feature_spaces(settings, device, cache)
     for encoder in spaces:
@@ -352,8 +366,29 @@ def score_candidates(
             images, encoder, device, settings.batch_size, settings.workers, progress, cache
         )
 
-    def stream(images: ImageSet, encoder: Encoder) -> FeatureStream:
-        """The generated side, streamed: its features are never all in memory."""
+    near_copy_encoder = NearCopyEncoder()
+    gathered: dict[str, torch.Tensor | None] = {}
+    if world.distributed:  # every rank encodes its share of the generated images
+        for encoder in [*spaces, near_copy_encoder]:
+            gathered[encoder.name] = shared_features(
+                world,
+                generated,
+                encoder,
+                device,
+                settings.batch_size,
+                settings.workers,
+                progress,
+                cache,
+            )
+        clock.lap("encode generated (distributed)")
+        if not world.main:
+            return None
+
+    def stream(images: ImageSet, encoder: Encoder) -> FeatureStream | TensorRows:
+        """The generated side, streamed: its features are never all in memory (under
+        torchrun, rank 0 holds the rows the ranks gathered)."""
+        if encoder.name in gathered:
+            return TensorRows(gathered.pop(encoder.name))
         return FeatureStream(
             images, encoder, device, settings.batch_size, settings.workers, progress, cache
         )
@@ -380,12 +415,12 @@ def score_candidates(
             encoder, cand, gen, candidate_pixels, device, settings.seed, settings.batch_size, ref
         )
         clock.lap(f"attacks {encoder.name}")
-        clock.move(gen.seconds, f"attacks {encoder.name}", f"encode {encoder.name}")
+        clock.move(seconds_of(gen), f"attacks {encoder.name}", f"encode {encoder.name}")
         del gen, cand, ref
 
     # near-copies: the generated side is encoded (and cached) like any feature; the
     # candidates' side needs their pixels, to shift and turn them
-    near_copy_side = stream(generated, NearCopyEncoder())
+    near_copy_side = stream(generated, near_copy_encoder)
     pixels = candidate_pixels(WORKING_SIZE)
     clock.lap("encode near-copy")
     scan = robust_scan(
@@ -396,13 +431,14 @@ def score_candidates(
     )
     scored.append(near_copy_attack(scan))
     clock.lap("attacks near-copy")
-    clock.move(near_copy_side.seconds, "attacks near-copy", "encode near-copy")
+    clock.move(seconds_of(near_copy_side), "attacks near-copy", "encode near-copy")
     return PoolScores(scored, scan, spaces)
 
 
-def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
+def _run(settings: AuditSettings, progress: Progress) -> AuditResult | None:
     clock = _Stopwatch()
-    device = resolve_device(settings.device)
+    device = local_device(resolve_device(settings.device))
+    world = join(device)  # one process, or torchrun's (distributed.py)
 
     # load
     generated = load_image_set(settings.generated, "generated", settings.skip_bad_images)
@@ -417,8 +453,10 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
     cache = open_cache(settings)
     pools = [candidates.members, candidates.non_members]
     pool = score_candidates(
-        settings, generated, pools, pixels, reference, device, cache, progress, clock
+        settings, generated, pools, pixels, reference, device, cache, progress, clock, world
     )
+    if pool is None:  # a torchrun rank other than 0: its share is done, it writes nothing
+        return None
     scored, scan, spaces = pool.attacks, pool.scan, pool.spaces
     # the copy level's copies use other seeds than the power check's canaries
     threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device)
@@ -475,6 +513,7 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         near_copies=near_copies,
         power=power,
         exposure=exposed,
+        world_size=world.size,
     )
     result.warnings = audit_warnings(result) + ([] if cache is None else cache.warnings)
     return result

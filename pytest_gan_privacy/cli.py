@@ -90,12 +90,16 @@ def run(args: argparse.Namespace) -> int:
         check_cache_folder(folder, settings.inputs())
 
     from .audit import run_audit
+    from .distributed import world_from_env
     from .report import write_outputs
     from .results import summary_lines
     from .runtime import ProgressPrinter
 
-    progress = None if args.quiet else ProgressPrinter(sys.stderr.write, sys.stderr.isatty())
+    quiet = args.quiet or not world_from_env().main  # under torchrun rank 0 speaks
+    progress = None if quiet else ProgressPrinter(sys.stderr.write, sys.stderr.isatty())
     result = run_audit(settings, progress)
+    if result is None:  # a torchrun rank other than 0: rank 0 writes the outputs
+        return EXIT_PASS
     write_outputs(result, *outputs, named=named)
     print("\n".join(summary_lines(result)))
     for warning in result.warnings:

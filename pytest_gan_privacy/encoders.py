@@ -261,6 +261,7 @@ class MAEEncoder(Encoder):
         from importlib.metadata import version
 
         from .checkpoints import load_state_dict
+        from .distributed import broadcast, join
         from .mae import MAE_VERSION, build_model, pretrained_config, train
 
         device = torch.device(device)
@@ -285,9 +286,14 @@ class MAEEncoder(Encoder):
             torch.__version__,
             version("timm"),
         )
-        lock = nullcontext() if self.cache is None else self.cache.lock("weights", key)
+        # under torchrun the ranks train together (DDP): rank 0 reads the cache and
+        # shares what it found, and no rank waits on a lock the others need
+        world = join(device)
+        no_lock = self.cache is None or world.distributed
+        lock = nullcontext() if no_lock else self.cache.lock("weights", key)
         with lock:  # another process training the same weights: wait and reuse them
-            state = None if self.cache is None else self.cache.get("weights", key)
+            state = None if self.cache is None or not world.main else self.cache.get("weights", key)
+            state = broadcast(world, state)
             if state is None:
                 pixels = _decoded(generated, self.image_size, self.batch_size, self.workers, chosen)
                 self.trained_on, epochs = len(pixels), self.config.epochs
@@ -297,9 +303,9 @@ class MAEEncoder(Encoder):
                 def epoch_done(epoch: int, loss: float) -> None:
                     progress(f"{stage}, loss {loss:.3f}", epoch + 1, epochs)
 
-                model = train(pixels, self.config, self.seed, device, init, epoch_done)
+                model = train(pixels, self.config, self.seed, device, init, epoch_done, world)
                 state = model.state_dict()
-                if self.cache is not None:
+                if self.cache is not None and world.main:
                     self.cache.put("weights", key, state)
             else:
                 model = build_model(self.config, self.seed).to(device)

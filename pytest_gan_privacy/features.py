@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from . import __version__
 from .cache import TensorCache, cache_key
+from .distributed import World, gather_to_all, pack_shares
 from .encoders import Encoder
 from .images import ImageSet, iter_batches
 from .runtime import Progress, device_identity, no_progress
@@ -222,6 +223,39 @@ def _joined(batches) -> tuple[list[int], torch.Tensor]:
         indices += i
         rows.append(r)
     return indices, torch.cat(rows) if rows else torch.zeros(0, 0)
+
+
+def shared_features(
+    world: World,
+    images: ImageSet,
+    encoder: Encoder,
+    device: torch.device,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Progress = no_progress,
+    cache: TensorCache | None = None,
+) -> torch.Tensor | None:
+    """Under torchrun: each rank decodes and encodes its share of the set (whole cache
+    packs, distributed.pack_shares) and rank 0 gets all the rows, in the set's order
+    (None on the other ranks). Images a rank could not decode (skip_bad) are dropped
+    from rank 0's set too, so rows still match `images`."""
+    share = pack_shares(images.hashes, PACK_PREFIX, world.size)[world.rank]
+    mine = images.subset(list(share))
+    rows = (
+        encode_images(mine, encoder, device, batch_size, workers, progress, cache)
+        if len(mine)
+        else None
+    )
+    parts = gather_to_all(world, (rows, dict(mine.skipped)))
+    if not world.main:
+        return None
+    total = len(images)
+    for _, skipped in parts:
+        images.skipped.update(skipped)
+    if any(p in images.skipped for p in images.paths):
+        images.drop_skipped()
+        images.check_not_empty(total)
+    return torch.cat([r for r, _ in parts if r is not None and len(r)])
 
 
 def encode_images(

@@ -26,6 +26,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.nn import functional as F
 
+from .distributed import SINGLE, World
 from .errors import AuditInputError
 from .runtime import autocast, use_bf16
 
@@ -222,6 +223,10 @@ class MaskedAutoencoder(nn.Module):
         masked.scatter_(1, ids_keep, 0.0)
         return ((prediction - target) ** 2).mean(-1) * masked
 
+    def forward(self, pixels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The training loss (what DistributedDataParallel calls)."""
+        return self.loss(pixels, noise)
+
     def loss(self, pixels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Mean squared error over the masked patches (the visible ones are trivial)."""
         errors = self.patch_errors(pixels, noise)
@@ -285,6 +290,7 @@ def train(
     device: torch.device,
     init: dict[str, torch.Tensor] | None = None,
     progress: Callable[[int, float], None] | None = None,
+    world: World = SINGLE,
 ) -> MaskedAutoencoder:
     """Train an MAE on `pixels` (N, 1, size, size) in [0, 1]; the model in eval mode.
 
@@ -292,6 +298,10 @@ def train(
     the last partial batch of an epoch is dropped (a constant batch shape). One seeded
     generator draws the order, the masks and the augmentation, so a seed gives the same
     weights on the same device. `progress(epoch, mean loss)` after each epoch.
+
+    Under torchrun (`world`, distributed.py) every rank draws the same batches, masks
+    and augmentation and takes its slice of each batch; DistributedDataParallel
+    averages the gradients, so each step is the full batch's step, computed in parts.
     """
     model = build_model(config, seed, init).to(device)
     model.use_fused_attention(device.type == "cuda")
@@ -321,6 +331,11 @@ def train(
 
     pixels = pixels.to(device)
     model.train()
+    step_loss = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_loss = DistributedDataParallel(model)
     step = 0
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=generator)
@@ -332,8 +347,11 @@ def train(
             noise = torch.rand(len(x), config.num_patches, generator=generator)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
+            if world.distributed:  # this rank's slice of the batch
+                x = x.tensor_split(world.size)[world.rank]
+                noise = noise.tensor_split(world.size)[world.rank]
             with autocast(device, bf16):
-                loss = model.loss(x, noise.to(device))
+                loss = step_loss(x, noise.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

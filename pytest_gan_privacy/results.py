@@ -225,6 +225,7 @@ def result_json(result: AuditResult) -> dict:
         "features": result.settings.features,
         "encoder": result.encoder,
         "device": result.device,
+        "world_size": result.world_size,
         "seed": result.settings.seed,
         "seconds": result.seconds,
         "timings": result.timings,

@@ -48,7 +48,8 @@ def prefer_passive_waiting() -> bool:
 
 def cpu_budget() -> int:
     """The CPUs this process may use: its affinity, capped by a cgroup CPU quota (a
-    container's --cpus), shared among the pytest-xdist workers of one run."""
+    container's --cpus), shared among the pytest-xdist workers of one run and among
+    torchrun's processes on this machine."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -57,6 +58,8 @@ def cpu_budget() -> int:
     if quota is not None:
         cpus = min(cpus, max(1, math.ceil(quota)))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    # torchrun's processes on this machine share it too
+    workers *= int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     return max(1, cpus // max(1, workers))
 
 
