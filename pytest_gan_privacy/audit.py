@@ -18,7 +18,7 @@ import torch
 
 from . import __version__
 from .attacks import AttackScores, near_copy_attack, space_attacks
-from .cache import open_cache
+from .cache import TensorCache, open_cache
 from .encoders import WORKING_SIZE, Encoder, feature_spaces
 from .errors import AuditInputError, printable
 from .exposure import Exposure, exposure
@@ -33,6 +33,7 @@ from .nearcopies import (
     NearCopies,
     NearCopyEncoder,
     PowerCheck,
+    RobustScan,
     find_near_copies,
     near_copy_threshold,
     pick_canaries,
@@ -359,6 +360,79 @@ def run_audit(settings: AuditSettings, progress: Progress | None = None) -> Audi
         return _run(settings, progress or no_progress)
 
 
+@dataclass
+class PoolScores:
+    """What the attacks made of a pool of real candidates, labels-blind."""
+
+    attacks: list[AttackScores]  # every feature space's attacks, then near-copy
+    scan: RobustScan  # the near-copy scan: the near-copies and the evidence shown
+    spaces: list[Encoder]  # the feature spaces, fitted
+
+
+def score_candidates(
+    settings: AuditSettings,
+    generated: ImageSet,
+    pools: list[ImageSet],
+    pixels: torch.Tensor,
+    reference: ImageSet | None,
+    device: torch.device,
+    cache: TensorCache | None,
+    progress: Progress,
+    clock: _Stopwatch,
+) -> PoolScores:
+    """fit -> encode -> attack: every attack's scores of the candidates of `pools`, in
+    that order (`pixels`: theirs at the working size). No label is used, so the audit
+    (used, not_used) and predict (development and unlabelled images) share it."""
+    # fit: the learned space learns from the generated images (the others need nothing)
+    spaces = feature_spaces(settings, device, cache)
+    for encoder in spaces:
+        encoder.fit(generated, device, progress)
+    clock.lap("fit_encoder")
+
+    def encode(images: ImageSet, encoder: Encoder) -> torch.Tensor:
+        return encode_images(
+            images, encoder, device, settings.batch_size, settings.workers, progress, cache
+        )
+
+    decoded: dict[int, torch.Tensor] = {WORKING_SIZE: pixels}
+
+    def candidate_pixels(size: int) -> torch.Tensor:
+        """The candidates' pixels at a size, decoded once per size."""
+        if size not in decoded:
+            decoded[size] = torch.cat(
+                [load_pixels(s, size, settings.batch_size, settings.workers) for s in pools]
+            )
+        return decoded[size]
+
+    # encode and attack, one feature space at a time (N x D floats each in memory)
+    scored: list[AttackScores] = []
+    for encoder in spaces:
+        gen = encode(generated, encoder)
+        cand = torch.cat([encode(images, encoder) for images in pools])
+        ref = None if reference is None else encode(reference, encoder)
+        clock.lap(f"encode {encoder.name}")
+        scored += space_attacks(
+            encoder, cand, gen, candidate_pixels, device, settings.seed, settings.batch_size, ref
+        )
+        clock.lap(f"attacks {encoder.name}")
+        del gen, cand, ref
+
+    # near-copies: the generated side is encoded (and cached) like any feature; the
+    # candidates' side needs their pixels, to shift and turn them
+    near_copy_side = encode(generated, NearCopyEncoder())
+    pixels = candidate_pixels(WORKING_SIZE)
+    clock.lap("encode near-copy")
+    scan = robust_scan(
+        near_copy_side,
+        pixels,
+        device,
+        progress=lambda done, total: progress("near-copy scan (candidates)", done, total),
+    )
+    scored.append(near_copy_attack(scan))
+    clock.lap("attacks near-copy")
+    return PoolScores(scored, scan, spaces)
+
+
 def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
     clock = _Stopwatch()
     device = resolve_device(settings.device)
@@ -388,57 +462,12 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         pixels = orient(pixels, oriented.index)
     clock.lap("load")
 
-    # fit: the learned space learns from the generated images (the others need nothing)
     cache = open_cache(settings)
-    spaces = feature_spaces(settings, device, cache)
-    for encoder in spaces:
-        encoder.fit(generated, device, progress)
-    clock.lap("fit_encoder")
-
-    def encode(images: ImageSet, encoder: Encoder) -> torch.Tensor:
-        return encode_images(
-            images, encoder, device, settings.batch_size, settings.workers, progress, cache
-        )
-
-    decoded: dict[int, torch.Tensor] = {WORKING_SIZE: pixels}
-
-    def candidate_pixels(size: int) -> torch.Tensor:
-        """The candidates' pixels at a size, decoded once per size."""
-        if size not in decoded:
-            decoded[size] = torch.cat(
-                [
-                    load_pixels(s, size, settings.batch_size, settings.workers)
-                    for s in (candidates.members, candidates.non_members)
-                ]
-            )
-        return decoded[size]
-
-    # encode and attack, one feature space at a time (N x D floats each in memory)
-    scored: list[AttackScores] = []
-    for encoder in spaces:
-        gen = encode(generated, encoder)
-        cand = torch.cat(
-            [encode(candidates.members, encoder), encode(candidates.non_members, encoder)]
-        )
-        ref = None if reference is None else encode(reference, encoder)
-        clock.lap(f"encode {encoder.name}")
-        scored += space_attacks(
-            encoder, cand, gen, candidate_pixels, device, settings.seed, settings.batch_size, ref
-        )
-        clock.lap(f"attacks {encoder.name}")
-        del gen, cand, ref
-
-    # near-copies: the generated side is encoded (and cached) like any feature; the
-    # candidates' side needs their pixels, to shift and turn them
-    near_copy_side = encode(generated, NearCopyEncoder())
-    pixels = candidate_pixels(WORKING_SIZE)
-    clock.lap("encode near-copy")
-    scan = robust_scan(
-        near_copy_side,
-        pixels,
-        device,
-        progress=lambda done, total: progress("near-copy scan (candidates)", done, total),
+    pools = [candidates.members, candidates.non_members]
+    pool = score_candidates(
+        settings, generated, pools, pixels, reference, device, cache, progress, clock
     )
+    scored, scan, spaces = pool.attacks, pool.scan, pool.spaces
     labels = candidates.labels
     patients = candidate_patients(candidates.groups, candidates.hashes, labels)
     # with patients, pairs of one patient's slices do not set the near-copy reference
@@ -446,8 +475,6 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
     # the copy level's copies use other seeds than the power check's canaries
     threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device, keys)
     near_copies = find_near_copies(scan, threshold)
-    scored.append(near_copy_attack(scan))
-    clock.lap("attacks near-copy")
     # members come first among the candidates: a member's index is its candidate index
     canaries = pick_canaries(
         candidates.members.hashes,

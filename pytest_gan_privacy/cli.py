@@ -1,4 +1,5 @@
-"""The command line: `gan-privacy audit`, the same audit as under pytest.
+"""The command line: `gan-privacy audit`, the same audit as under pytest, and
+`gan-privacy predict`, which calls unlabelled images used or not (predict.py).
 
 Exit status: 0 the leakage F1 is within the limit, 1 it is over, 2 bad input or usage
 (said in one message, never a traceback), 3 the audit itself failed (a bug: the
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AuditInputError
-from .settings import OPTIONS
+from .settings import OPTIONS, PREDICT_OPTIONS, PREDICT_SHARED
 
 EXIT_PASS, EXIT_LEAK, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_REPORT = "gan-audit-report.html"
@@ -34,7 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit status: 0 pass, 1 leakage F1 over the limit, 2 bad input or "
         "usage, 3 the audit failed (a bug).",
     )
-    for option in OPTIONS:
+    add_options(audit, OPTIONS)
+    audit.add_argument("--quiet", action="store_true", help="no progress lines")
+    predict = sub.add_parser(
+        "predict",
+        help="predict which unlabelled real images trained the model (ImageCLEFmed GANs)",
+        description="From a labelled development set (--used, --not-used), call each image "
+        "of --candidates used (1) or not (0). Exit status: 0 written, 2 bad input or usage, "
+        "3 it failed (a bug).",
+    )
+    add_options(predict, [o for o in OPTIONS if o.name in PREDICT_SHARED] + list(PREDICT_OPTIONS))
+    predict.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def add_options(parser: argparse.ArgumentParser, options) -> None:
+    """One flag per option of the settings table (settings.OPTIONS)."""
+    for option in options:
         kwargs: dict = {"dest": option.name, "help": option.describe()}
         if option.kind == "bool":
             kwargs.update(action="store_true", default=None)
@@ -44,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                 kwargs["metavar"] = "{" + ",".join(option.choices) + "}"
             elif option.kind in METAVARS:
                 kwargs["metavar"] = METAVARS[option.kind]
-        audit.add_argument(f"--{option.flag}", **kwargs)
-    audit.add_argument("--quiet", action="store_true", help="no progress lines")
-    return parser
+        parser.add_argument(f"--{option.flag}", **kwargs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,13 +104,53 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_PASS if result.passed else EXIT_LEAK
 
 
+def predict(args: argparse.Namespace) -> int:
+    """`gan-privacy predict`: the calls, the scores and the JSON where asked."""
+    from .files import check_outputs
+    from .settings import AuditSettings, PredictSettings, check_predict_paths
+
+    def given(names) -> dict:
+        return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+    settings = PredictSettings(
+        audit=AuditSettings(**given(PREDICT_SHARED)),
+        **given(o.name for o in PREDICT_OPTIONS),
+    )
+    # before any work: the inputs make sense and no output can harm them (all three are
+    # paths the user named, so they may replace files of theirs)
+    check_predict_paths(settings)
+    check_outputs(
+        [
+            (settings.out, True, "predictions"),
+            (settings.scores, True, "scores"),
+            (settings.json, True, "JSON"),
+        ],
+        settings.inputs(),
+    )
+    from .predict import run_predict, summary_lines, write_outputs
+    from .runtime import ProgressPrinter
+
+    progress = None if args.quiet else ProgressPrinter(sys.stderr.write, sys.stderr.isatty())
+    prediction = run_predict(settings, progress)
+    write_outputs(prediction)
+    print("\n".join(summary_lines(prediction)))
+    for warning in prediction.warnings:
+        print(f"warning: {warning}")
+    written = [("predictions", settings.out), ("scores", settings.scores), ("json", settings.json)]
+    print("\n".join(f"{what}: {path}" for what, path in written if path is not None))
+    return EXIT_PASS
+
+
+COMMANDS = {"audit": run, "predict": predict}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .runtime import prefer_passive_waiting
 
     prefer_passive_waiting()  # before torch loads (runtime.py: shared CPUs)
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        return COMMANDS[args.command](args)
     except AuditInputError as exc:
         print(f"gan-privacy: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -532,3 +532,119 @@ def check_input_paths(settings: AuditSettings) -> None:
                         f"count as {_role(outer)} images too. Give folders that do not contain "
                         "one another, e.g. generated/ beside real/used/ and real/not_used/"
                     )
+
+
+# --- gan-privacy predict -------------------------------------------------------------
+
+# The audit's options that `gan-privacy predict` takes as they are: its inputs, how
+# images are read and scored, and the cross-fitting of the development estimate. The
+# gate's (limit, near-copy and exposure checks, power check) and the report's do not
+# apply: predict gives calls, not a verdict. DICOM and NIfTI files are read as the
+# audit reads them (images.load_image_set, the headers' windows): the window and slice
+# options join when the audit's loading passes them on.
+PREDICT_SHARED = (
+    "generated",
+    "used",
+    "not_used",
+    "features",
+    "device",
+    "seed",
+    "folds",
+    "bootstrap",
+    "checkpoint",
+    "vit_model",
+    "mae_preset",
+    "mae_epochs",
+    "mae_max_images",
+    "batch_size",
+    "workers",
+    "skip_bad_images",
+    "cache_dir",
+    "no_cache",
+    "reference",
+)
+
+
+@dataclass
+class PredictSettings:
+    """`gan-privacy predict`: the development set and how to score it (`audit`, the
+    audit's own settings: `used` and `not_used` are the labelled development images),
+    the unlabelled candidates, and where to write the calls."""
+
+    audit: AuditSettings
+    candidates: Path
+    out: Path
+    scores: Path | None = None
+    json: Path | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            for option in PREDICT_OPTIONS:
+                value = getattr(self, option.name)
+                if value is not None:
+                    setattr(self, option.name, option.parse(value))
+        except argparse.ArgumentTypeError as exc:
+            raise AuditInputError(str(exc)) from None
+
+    def inputs(self) -> dict[str, Path]:
+        """What predict reads: the audit's inputs and the unlabelled candidates."""
+        return {**self.audit.inputs(), "candidates": self.candidates}
+
+    def as_dict(self) -> dict:
+        shared = self.audit.as_dict()
+        out = {name: shared[name] for name in PREDICT_SHARED}
+        for option in PREDICT_OPTIONS:
+            value = getattr(self, option.name)
+            out[option.name] = None if value is None else str(value)
+        return out
+
+
+@dataclass(frozen=True)
+class PredictOption(Option):
+    """An option of predict alone; its default is PredictSettings'."""
+
+    @property
+    def default(self) -> Any:
+        return next(f.default for f in fields(PredictSettings) if f.name == self.name)
+
+    def spellings(self) -> str:
+        return f"--{self.flag} of gan-privacy predict"
+
+
+PREDICT_OPTIONS: tuple[PredictOption, ...] = (
+    PredictOption(
+        "candidates",
+        "folder of unlabelled real images: which of them trained the model is predicted",
+        "folder",
+    ),
+    PredictOption("out", "CSV to write: '<file name>,<1|0>' per candidate (1 = used)", "output"),
+    PredictOption("scores", "CSV to write: '<file name>,<score>' per candidate", "output"),
+    PredictOption(
+        "json", "JSON to write: the development estimate and the calls' summary", "output"
+    ),
+)
+
+
+def check_predict_paths(settings: PredictSettings) -> None:
+    """The audit's checks of its inputs, and the candidates folder: it exists and is
+    none of the other folders, nor inside one, nor holding one."""
+    check_input_paths(settings.audit)
+    where = settings.candidates
+    if not where.is_dir():
+        raise AuditInputError(
+            f"the candidates folder {where} "
+            f"{'is not a folder' if where.exists() else 'does not exist'}: give the folder of "
+            "unlabelled real images with --candidates"
+        )
+    mine = real_path(where)
+    for name, path in settings.audit.inputs().items():
+        if not path.is_dir():
+            continue
+        other = real_path(path)
+        role = name.replace("_", " ") if name != "not_used" else "not_used"
+        if mine == other or other in mine.parents or mine in other.parents:
+            raise AuditInputError(
+                f"the candidates folder {where} and the {role} folder {path} are the same "
+                "folder or one holds the other: the unlabelled images need a folder of their "
+                "own, beside the development folders"
+            )

@@ -150,3 +150,32 @@ BAD_INPUTS = [
     "same image in used and not_used",
     "fewer candidates than folds",
 ]
+
+
+def predict_release(folder: Path, leaky: bool, seed: int = 0, n: int = 40) -> dict[str, int]:
+    """A release in the predict layout: `n` members and `n` non-members, half of each
+    (by name: names are random) moved from real/used and real/not_used into
+    candidates/, unlabelled. Returns the candidates' hidden labels, name -> 1 (used)."""
+    from pytest_gan_privacy.synthetic import make_release
+
+    make_release(folder, leaky, n_members=n, n_non_members=n, n_generated=150, seed=seed)
+    candidates = folder / "candidates"
+    candidates.mkdir()
+    hidden = {}
+    for role, label in (("used", 1), ("not_used", 0)):
+        for path in sorted((folder / "real" / role).iterdir())[: n // 2]:
+            path.rename(candidates / path.name)
+            hidden[path.name] = label
+    return hidden
+
+
+def predict_args(release: Path, out: Path) -> list[str]:
+    """Command-line arguments of `gan-privacy predict` for a predict_release."""
+    return [
+        "predict",
+        *audit_args(release),
+        "--candidates",
+        str(release / "candidates"),
+        "--out",
+        str(out),
+    ]

@@ -1,0 +1,459 @@
+"""Which unlabelled real images trained the model (`gan-privacy predict`, the
+ImageCLEFmed GANs task): calls per image from a labelled development set.
+
+The pipeline is the audit's (audit.score_candidates): every attack scores the
+development images (used, not_used) and the unlabelled candidates together, from the
+generated images alone, labels-blind. Labels then choose, on the development set only:
+1. the estimate: each development fold is called by the attack with the best AUC on
+   the other folds and the transfer rule fitted there (cross-fitting, as in
+   gate.best_per_fold): the F1 to expect, with its interval and chance level;
+2. the calls: the attack with the best AUC on the whole development set and the same
+   rule, fitted on all of it, applied to the unlabelled images.
+
+The transfer rule is a score threshold: the development set's prevalence threshold
+(metrics.prevalence_threshold: the level that calls its member fraction used) on the
+chosen attack's score, applied to the candidates' scores as it is. It transfers here,
+unlike the seed's threshold (development F1 0.726, test 0.603), because the
+development images and the candidates are scored in one pass against the same
+generated images, so one score means the same in both. Measured on 100 random half
+splits of each brainmri64 scenario (benchmarks/predict.py, README "The ImageCLEF
+task"): with the development set's member fraction among the candidates it ties the
+rank rule that calls that fraction used (F1 within 0.006 on every scenario); with a
+third of the candidates members instead of half it keeps its F1 where the signal is
+strong (copies 1.000, vae-100 0.938) and the rank rule does not (0.800, 0.794), as it
+must call half of them used. The seed's max-F1 threshold gets F1 0.66 with no signal
+at all (it calls almost every image used: chance is 2/3) and is not used.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
+
+from .audit import (
+    Candidates,
+    _Stopwatch,
+    check_no_non_member_generated,
+    load_candidates,
+    load_reference,
+    score_candidates,
+    unique_candidate_pixels,
+    versions,
+)
+from .cache import open_cache
+from .encoders import WORKING_SIZE
+from .errors import AuditInputError, printable
+from .files import GENERATOR, atomic_write, cache_folder, check_cache_folder
+from .images import ImageSet, load_image_set, load_pixels
+from .metrics import (
+    MembershipMetrics,
+    check_fold_counts,
+    max_f1_threshold,
+    prevalence_threshold,
+    stratified_folds,
+    summarise,
+)
+from .runtime import Progress, cpu_threads, no_progress, resolve_device
+from .settings import PredictSettings, check_predict_paths
+
+CANDIDATES = "candidates"  # the unlabelled images' role, in messages and ids
+
+# A rule fitted on labelled scores and applied to other scores: (train scores, train
+# labels, test scores) -> calls (True: used).
+TransferRule = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def prevalence_calls(train: np.ndarray, labels: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Call used the top fraction of `test` that `labels` has members (ties broken by
+    position: content order, never names)."""
+    n_called = int(round(labels.mean() * len(test)))
+    calls = np.zeros(len(test), bool)
+    calls[np.argsort(-test, kind="stable")[:n_called]] = True
+    return calls
+
+
+def threshold_calls(train: np.ndarray, labels: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The development set's prevalence threshold, as a score, applied to `test`."""
+    return test >= prevalence_threshold(train, labels)
+
+
+def max_f1_calls(train: np.ndarray, labels: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The score threshold that maximises F1 on the development set (the seed's)."""
+    return test >= max_f1_threshold(train, labels)
+
+
+# The rules benchmarks/predict.py compares; RULE is the one predict uses (the module's
+# docstring says why: it ties the others with the development set's member fraction
+# and keeps its F1 when the candidates have another).
+TRANSFER_RULES: dict[str, TransferRule] = {
+    "prevalence": prevalence_calls,
+    "score threshold": threshold_calls,
+    "max-f1 threshold": max_f1_calls,
+}
+RULE = "score threshold"
+
+
+def best_attack(columns: np.ndarray, labels: np.ndarray) -> int:
+    """The column with the best AUC on these labelled scores (first of equals)."""
+    return int(np.argmax([roc_auc_score(labels, c) for c in np.asarray(columns).T]))
+
+
+def cross_fitted_estimate(
+    columns: np.ndarray,
+    labels: np.ndarray,
+    rule: TransferRule,
+    folds: int = 5,
+    seed: int = 0,
+    bootstrap: int = 1000,
+) -> MembershipMetrics:
+    """What to expect of the calls: each fold of the development set is called as the
+    unlabelled images will be, by the attack chosen on the other folds and `rule`
+    fitted there. `columns` (C, A): every attack's development scores. The AUC is of
+    the chosen attacks' ranks over the development set (comparable across folds)."""
+    labels = np.asarray(labels, int)
+    check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
+    ranks = np.column_stack([rankdata(c) / len(c) for c in np.asarray(columns, float).T])
+    calls = np.zeros(len(labels), bool)
+    out_of_fold = np.zeros(len(labels))
+    chosen = []
+    for test in stratified_folds(labels, folds, seed):
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        best = best_attack(columns[train], labels[train])
+        calls[test] = rule(columns[train, best], labels[train], columns[test, best])
+        out_of_fold[test] = ranks[test, best]
+        chosen.append(best)
+    return summarise(labels, out_of_fold, calls, [], seed, bootstrap, chosen)
+
+
+@dataclass(repr=False)
+class Prediction:
+    """The calls for the unlabelled candidates, and what the development set says to
+    expect of them."""
+
+    settings: PredictSettings
+    generated: ImageSet
+    development: Candidates
+    candidates: ImageSet  # the unlabelled images, content order (copies left out)
+    attack_names: list[str]
+    development_scores: np.ndarray  # (development, attacks)
+    candidate_scores: np.ndarray  # (candidates, attacks)
+    attack: str  # the attack the calls use
+    calls: np.ndarray  # per candidate, True: used
+    estimate: MembershipMetrics  # cross-fitted on the development set
+    rule: str = RULE
+    device: str = "cpu"
+    timings: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The candidates' scores by the chosen attack (higher: more likely used)."""
+        return self.candidate_scores[:, self.attack_names.index(self.attack)]
+
+    @property
+    def member_fraction(self) -> float:
+        return float(self.development.labels.mean())
+
+    @property
+    def predicted_fraction(self) -> float:
+        return float(self.calls.mean())
+
+    def rows(self) -> list[tuple[str, int, float]]:
+        """(file name, call, score) per candidate file, sorted by name; a copy of a
+        candidate (left out of the scoring) gets its twin's call and score."""
+        ids = self.candidates.ids
+        by_id = {
+            i: (int(c), float(s)) for i, c, s in zip(ids, self.calls, self.scores, strict=True)
+        }
+        for copy, kept in self.candidates.duplicates:
+            by_id[copy] = by_id[kept]
+        return sorted((name, call, score) for name, (call, score) in by_id.items())
+
+    def as_dict(self) -> dict:
+        """The JSON result: the development estimate, the chosen attack and the calls'
+        summary (the calls themselves are in the CSV)."""
+        m = self.estimate
+        dev = self.development
+        chosen_names = [self.attack_names[i] for i in m.chosen]
+        dev_aucs = {
+            name: float(roc_auc_score(dev.labels, self.development_scores[:, a]))
+            for a, name in enumerate(self.attack_names)
+        }
+        rows = self.rows()
+        return {
+            "generator": GENERATOR,
+            "command": "predict",
+            "created": self.created,
+            "versions": self.versions,
+            "settings": self.settings.as_dict(),
+            "rule": self.rule,
+            "attack": self.attack,
+            "development": {
+                "used": len(dev.members),
+                "not_used": len(dev.non_members),
+                "member_fraction": self.member_fraction,
+                "estimate": {**m.as_dict(), "chosen_attacks": chosen_names},
+                "attack_auc": dev_aucs,
+                "manifest_sha256": {
+                    "used": dev.members.manifest_sha256(),
+                    "not_used": dev.non_members.manifest_sha256(),
+                },
+            },
+            "candidates": {
+                "files": len(rows),
+                "scored": len(self.candidates),
+                "copies": len(self.candidates.duplicates),
+                "predicted_used": sum(call for _, call, _ in rows),
+                "predicted_fraction": sum(call for _, call, _ in rows) / max(len(rows), 1),
+                "skipped": sorted(str(p) for p in self.candidates.skipped),
+                "manifest_sha256": self.candidates.manifest_sha256(),
+            },
+            "generated": len(self.generated),
+            "device": self.device,
+            "timings": self.timings,
+            "warnings": self.warnings,
+        }
+
+
+def predictions_csv(rows: list[tuple[str, int, float]]) -> str:
+    """'<file name>,<1|0>' lines, the ImageCLEFmed GANs submission format."""
+    return _csv([(name, call) for name, call, _ in rows])
+
+
+def scores_csv(rows: list[tuple[str, int, float]]) -> str:
+    """'<file name>,<score>' lines (higher: more likely used)."""
+    return _csv([(name, f"{score:.6g}") for name, _, score in rows])
+
+
+def _csv(rows: list[tuple]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def write_outputs(prediction: Prediction) -> None:
+    """The calls, and the scores and the JSON where asked (paths checked before the
+    work: cli.predict, files.check_outputs)."""
+    rows = prediction.rows()
+    settings = prediction.settings
+    atomic_write(settings.out, predictions_csv(rows))
+    if settings.scores is not None:
+        atomic_write(settings.scores, scores_csv(rows))
+    if settings.json is not None:
+        atomic_write(settings.json, json.dumps(prediction.as_dict(), indent=2) + "\n")
+
+
+def summary_lines(prediction: Prediction) -> list[str]:
+    """What the terminal shows: the estimate, the attack and the calls."""
+    from .results import interval_text
+
+    m, rows = prediction.estimate, prediction.rows()
+    called = sum(call for _, call, _ in rows)
+    dev = prediction.development
+    return [
+        f"predicted used: {called} of {len(rows)} candidates ({called / max(len(rows), 1):.1%}; "
+        f"the development set has {prediction.member_fraction:.1%} members)",
+        f"  expected F1 {m.f1:.3f} ({interval_text(m.f1_ci)}, chance {m.chance_f1:.3f}), "
+        f"AUC {m.auc:.3f}: cross-fitted on the development set ({len(dev.members)} used, "
+        f"{len(dev.non_members)} not_used)",
+        f"  attack: {prediction.attack}; rule: {prediction.rule} "
+        f"({prediction.timings.get('total', 0.0):.1f} s)",
+    ]
+
+
+# --- the pipeline --------------------------------------------------------------------
+
+
+def run_predict(settings: PredictSettings, progress: Progress | None = None) -> Prediction:
+    """Score, choose on the development set, call the candidates; writes nothing but
+    cache entries (write_outputs writes the files). AuditInputError for bad input."""
+    check_predict_paths(settings)
+    folder = cache_folder(settings.audit)
+    if folder is not None:
+        check_cache_folder(folder, settings.inputs())
+    with cpu_threads():
+        return _predict(settings, progress or no_progress)
+
+
+def _pixel_digests(pixels: torch.Tensor) -> list[str]:
+    return [hashlib.sha256(row.numpy().tobytes()).hexdigest() for row in pixels]
+
+
+def _refuse_shared(shared: list[tuple[str, str]], what: str) -> None:
+    if shared:
+        pairs = "\n  ".join(f"{printable(a)} = {printable(b)}" for a, b in shared[:10])
+        raise AuditInputError(
+            f"{len(shared)} candidate image(s) are also in the development set ({what}): an "
+            "image whose label is known cannot be predicted, and it would weigh twice. Remove "
+            f"one copy of each:\n  {pairs}"
+        )
+
+
+def unique_unlabelled(
+    candidates: ImageSet, development: Candidates, dev_pixels: torch.Tensor, settings
+) -> tuple[ImageSet, torch.Tensor]:
+    """The candidates at the working size, without copies of one another (named in
+    `duplicates`, and given their twin's call), refusing any that is a development
+    image (the same file content, or the same pixels)."""
+    where = {
+        h: f"{role}/{i}"
+        for role, images in (("used", development.members), ("not_used", development.non_members))
+        for i, h in zip(images.ids, images.hashes, strict=True)
+    }
+    _refuse_shared(
+        [
+            (f"{CANDIDATES}/{i}", where[h])
+            for i, h in zip(candidates.ids, candidates.hashes, strict=True)
+            if h in where
+        ],
+        "same content",
+    )
+    pixels = load_pixels(candidates, WORKING_SIZE, settings.batch_size, settings.workers)
+    if any(p in candidates.skipped for p in candidates.paths):
+        total = len(candidates)
+        pixels = pixels[candidates.drop_skipped()]
+        candidates.check_not_empty(total)
+    dev_ids = development.ids
+    dev_where = dict(zip(_pixel_digests(dev_pixels), dev_ids, strict=True))
+    keep, first = [], {}
+    ids = candidates.ids
+    shared = []
+    for i, d in enumerate(_pixel_digests(pixels)):
+        if d in dev_where:
+            shared.append((f"{CANDIDATES}/{ids[i]}", dev_where[d]))
+        elif d in first:
+            candidates.duplicates.append((ids[i], ids[first[d]]))
+        else:
+            first[d] = i
+            keep.append(i)
+    _refuse_shared(shared, "the same pixels")
+    if len(keep) < len(candidates):
+        skipped = candidates.skipped
+        candidates, pixels = candidates.subset(keep), pixels[keep]
+        candidates.skipped = skipped  # still to be named in the warnings
+    return candidates, pixels
+
+
+def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
+    audit = settings.audit
+    clock = _Stopwatch()
+    device = resolve_device(audit.device)
+
+    # load: the audit's rules for the development set, and the candidates beside it
+    generated = load_image_set(audit.generated, "generated", audit.skip_bad_images)
+    development = load_candidates(audit)
+    candidates = load_image_set(settings.candidates, CANDIDATES, audit.skip_bad_images)
+    reference = load_reference(audit, development)
+    if reference is not None:
+        mine = set(candidates.hashes)
+        both = [
+            f"reference/{i}"
+            for i, h in zip(reference.ids, reference.hashes, strict=True)
+            if h in mine
+        ]
+        if both:
+            raise AuditInputError(
+                f"{len(both)} reference image(s) are also candidates (same content): "
+                f"{', '.join(printable(b) for b in both[:10])}; remove them from the "
+                f"reference folder {audit.reference}"
+            )
+    development, dev_pixels = unique_candidate_pixels(development, audit)
+    check_no_non_member_generated(generated, development, dev_pixels)
+    candidates, cand_pixels = unique_unlabelled(candidates, development, dev_pixels, audit)
+    clock.lap("load")
+
+    # score every image at once, labels-blind (the audit's pipeline)
+    cache = open_cache(audit)
+    pools = [development.members, development.non_members, candidates]
+    pool = score_candidates(
+        audit,
+        generated,
+        pools,
+        torch.cat([dev_pixels, cand_pixels]),
+        reference,
+        device,
+        cache,
+        progress,
+        clock,
+    )
+    names = [a.name for a in pool.attacks]
+    columns = np.column_stack([a.scores for a in pool.attacks])
+    n_dev = len(development)
+    dev_columns, cand_columns = columns[:n_dev], columns[n_dev:]
+
+    # choose on the development set only, then call the candidates
+    labels = development.labels
+    rule = TRANSFER_RULES[RULE]
+    estimate = cross_fitted_estimate(
+        dev_columns, labels, rule, audit.folds, audit.seed, audit.bootstrap
+    )
+    best = best_attack(dev_columns, labels)
+    calls = rule(dev_columns[:, best], labels, cand_columns[:, best])
+    clock.lap("choose and call")
+
+    prediction = Prediction(
+        settings=settings,
+        generated=generated,
+        development=development,
+        candidates=candidates,
+        attack_names=names,
+        development_scores=dev_columns,
+        candidate_scores=cand_columns,
+        attack=names[best],
+        calls=calls,
+        estimate=estimate,
+        device=str(device),
+        timings=clock.total(),
+        versions=versions(),
+    )
+    prediction.warnings = predict_warnings(prediction) + ([] if cache is None else cache.warnings)
+    return prediction
+
+
+MIN_DEVELOPMENT_PER_CLASS = 20  # as audit.MIN_CANDIDATES_PER_CLASS
+
+
+def predict_warnings(prediction: Prediction) -> list[str]:
+    """What a reader must know before trusting the calls."""
+    out = []
+    dev = prediction.development
+    n_m, n_n = len(dev.members), len(dev.non_members)
+    if min(n_m, n_n) < MIN_DEVELOPMENT_PER_CLASS:
+        out.append(
+            f"a small development set: {n_m} used and {n_n} not_used (fewer than "
+            f"{MIN_DEVELOPMENT_PER_CLASS} per class); the estimate's interval is wide and the "
+            "attack chosen may not be the best one"
+        )
+    m = prediction.estimate
+    if m.f1_ci is not None and m.f1_ci[0] <= m.chance_f1:
+        out.append(
+            f"the expected F1's interval ({m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}) reaches its "
+            f"chance level {m.chance_f1:.3f}: the calls may be no better than a guess"
+        )
+    copies = prediction.candidates.duplicates
+    if copies:
+        shown = ", ".join(f"{printable(a)} = {printable(b)}" for a, b in copies[:10])
+        out.append(
+            f"{len(copies)} candidate(s) are copies of another candidate and got its call: {shown}"
+        )
+    skipped = prediction.candidates.skipped
+    if skipped:
+        out.append(
+            f"{len(skipped)} unreadable candidate file(s) were skipped and have no line in "
+            "the predictions: " + ", ".join(printable(str(p)) for p in sorted(skipped)[:10])
+        )
+    return out
