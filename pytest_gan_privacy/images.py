@@ -53,6 +53,7 @@ from .medical import (
     read_medical_file,
 )
 from .orientation import orient
+from .runtime import cpu_budget
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 RASTER = "raster"  # a PNG, JPEG, BMP or TIFF file: one image, decoded by Pillow
@@ -522,8 +523,11 @@ def _describe_decode_error(exc: Exception) -> str:
 
 
 def default_workers() -> int:
-    """Decoding workers: the spare CPU cores, at most 4 (0 decodes in this process)."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """Decoding workers: the spare CPUs of this process's share, at most 4 (0 decodes
+    in this process). The share (runtime.cpu_budget: affinity, cgroup quota, split
+    among pytest-xdist workers), not os.cpu_count(): two xdist workers on 2 cores would
+    each start a decoding process beside their own threads."""
+    return max(0, min(4, cpu_budget() - 1))
 
 
 def iter_batches(
