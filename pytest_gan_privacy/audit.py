@@ -27,7 +27,14 @@ from .files import cache_folder, check_cache_folder
 from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
 from .images import ImageSet, load_image_set, load_pixels
 from .medical import DecodeOptions, read_groups_file
-from .metrics import MembershipMetrics, check_fold_counts, membership_metrics, stratified_folds
+from .metrics import (
+    MembershipMetrics,
+    chance_over_limit,
+    check_fold_counts,
+    check_group_counts,
+    membership_metrics,
+    stratified_folds,
+)
 from .nearcopies import (
     CANARY_LEVELS,
     NearCopies,
@@ -221,7 +228,11 @@ def load_candidates(settings: AuditSettings) -> Candidates:
         )
     check_patients_apart(members, non_members)
     check_fold_counts(len(members), len(non_members), settings.folds)
-    return Candidates(members, non_members)
+    candidates = Candidates(members, non_members)
+    if any(g is not None for g in candidates.groups):  # folds by patient: enough of them
+        keys = np.array(group_keys(candidates.groups, candidates.hashes))
+        check_group_counts(candidates.labels, keys, settings.folds)
+    return candidates
 
 
 def unique_candidate_pixels(
@@ -574,6 +585,10 @@ MAX_CLASS_RATIO = 1.5
 # that calls half of 20 + 20 candidates used reaches F1 0.6 about one time in six
 # (hypergeometric), of 100 + 100 one time in 280.
 MIN_CANDIDATES_PER_CLASS = 20
+# With patients, warn when a labels-blind guess passes the F1 limit more often than this
+# (metrics.chance_over_limit): 32 + 32 patients give 4 %; a label shuffle of the
+# converted `disjoint` (64 patients, the gate's choice of attack included) failed 9 %
+MAX_LUCK = 0.01
 DUPLICATES_SHOWN = 10
 
 
@@ -594,12 +609,14 @@ def audit_warnings(result: AuditResult) -> list[str]:
         )
     if result.patient_level is not None:
         p = result.patient_level.patients
-        if min(p.n_used, p.n_not_used) < MIN_CANDIDATES_PER_CLASS:
+        luck = chance_over_limit(p.n_used, p.n_not_used, result.settings.max_f1)
+        if luck > MAX_LUCK or min(p.n_used, p.n_not_used) < MIN_CANDIDATES_PER_CLASS:
             out.append(
-                f"too few patients to mean much: {p.n_used} used and {p.n_not_used} not_used "
-                f"(fewer than {MIN_CANDIDATES_PER_CLASS} per class). The gate's numbers are per "
-                "patient, and with few patients the F1 lands far from its true value by "
-                "chance alone; judge by the interval, or audit more patients"
+                f"too few patients to mean much: {p.n_used} used and {p.n_not_used} not_used. "
+                f"The gate's numbers are per patient, and a labels-blind guess gets an F1 over "
+                f"the limit {result.settings.max_f1:.3f} {luck:.1%} of the time with this few: "
+                "a FAIL on the F1 alone may be chance. Judge by the interval and the AUC, or "
+                "audit more patients (about 100 per class)"
             )
     if len(result.generated) < n_m + n_n:
         out.append(

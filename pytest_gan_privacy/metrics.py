@@ -97,6 +97,17 @@ def stratified_folds(
     return [test for _train, test in splitter.split(np.zeros(len(labels)), labels)]
 
 
+def chance_over_limit(n_members: int, n_non_members: int, limit: float) -> float:
+    """The chance that a labels-blind guess calling as many candidates used as there are
+    members (the prevalence policy) gets an F1 over `limit`: TP is hypergeometric, and
+    F1 = TP / n_members. What the F1 limit means with this few units."""
+    from scipy.stats import hypergeom
+
+    n = n_members + n_non_members
+    needed = int(np.floor(limit * n_members)) + 1  # TP / n_members > limit
+    return float(hypergeom.sf(needed - 1, n, n_members, n_members))
+
+
 def prevalence_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """Call "used" the same fraction of candidates as are members (the attacker knows
     how many images trained the model, as in ImageCLEFmed GANs): the threshold midway
