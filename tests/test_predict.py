@@ -232,3 +232,39 @@ def test_skipped_candidate_files_have_no_line_and_are_named(release, tmp_path, c
     assert main([*predict_args(root, out), "--skip-bad-images", *FAST]) == 0
     assert [name for name, _ in read_csv(out)] == sorted(hidden)
     assert "1 unreadable candidate file(s) were skipped" in capsys.readouterr().out
+
+
+def write_dicom_slice(path: Path, pixels: np.ndarray) -> None:
+    """An 8-bit CT slice whose header window shows 0-255 as they are."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "CT", "P1"
+    ds.set_pixel_data(pixels, "MONOCHROME2", 8)
+    ds.WindowCenter, ds.WindowWidth = 127.5, 256
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_candidates_get_the_calls_of_their_png_twins(leaky, tmp_path):
+    """Formats: the candidates as DICOM files (any name, found by content) are called
+    as the same slices as PNG are."""
+    root, _ = leaky
+    png = tmp_path / "png.csv"
+    assert main([*predict_args(root, png), *FAST]) == 0
+    release = tmp_path / "release"
+    shutil.copytree(root, release, ignore=shutil.ignore_patterns("candidates"))
+    (release / "candidates").mkdir()
+    for path in sorted((root / "candidates").iterdir()):
+        write_dicom_slice(release / "candidates" / f"{path.stem}.dcm", np.array(Image.open(path)))
+    dicom = tmp_path / "dicom.csv"
+    assert main([*predict_args(release, dicom), *FAST]) == 0
+    assert [(Path(n).stem, c) for n, c in read_csv(dicom)] == [
+        (Path(n).stem, c) for n, c in read_csv(png)
+    ]
