@@ -93,8 +93,8 @@ def max_f1_calls(train: np.ndarray, labels: np.ndarray, test: np.ndarray) -> np.
 
 
 # The rules benchmarks/predict.py compares; RULE is the one predict uses (the module's
-# docstring says why: it ties the others with the development set's member fraction
-# and keeps its F1 when the candidates have another).
+# docstring says why: it ties the rank rule when the candidates have the development
+# set's member fraction and keeps its F1 when they have another; max-F1's F1 is chance).
 TRANSFER_RULES: dict[str, TransferRule] = {
     "prevalence": prevalence_calls,
     "score threshold": threshold_calls,
@@ -170,7 +170,9 @@ class Prediction:
 
     @property
     def predicted_fraction(self) -> float:
-        return float(self.calls.mean())
+        """The fraction of candidate files called used (copies included)."""
+        rows = self.rows()
+        return sum(call for _, call, _ in rows) / max(len(rows), 1)
 
     def rows(self) -> list[tuple[str, int, float]]:
         """(file name, call, score) per candidate file, sorted by name; a copy of a
@@ -179,7 +181,11 @@ class Prediction:
         by_id = {
             i: (int(c), float(s)) for i, c, s in zip(ids, self.calls, self.scores, strict=True)
         }
-        for copy, kept in self.candidates.duplicates:
+        twin = dict(self.candidates.duplicates)
+        for copy in twin:
+            kept = copy
+            while kept not in by_id:  # a copy of a file whose pixels another one has
+                kept = twin[kept]
             by_id[copy] = by_id[kept]
         return sorted((name, call, score) for name, (call, score) in by_id.items())
 
@@ -218,7 +224,7 @@ class Prediction:
                 "scored": len(self.candidates),
                 "copies": len(self.candidates.duplicates),
                 "predicted_used": sum(call for _, call, _ in rows),
-                "predicted_fraction": sum(call for _, call, _ in rows) / max(len(rows), 1),
+                "predicted_fraction": self.predicted_fraction,
                 "skipped": sorted(str(p) for p in self.candidates.skipped),
                 "manifest_sha256": self.candidates.manifest_sha256(),
             },
