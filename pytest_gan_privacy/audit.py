@@ -22,10 +22,11 @@ from .cache import TensorCache, open_cache
 from .encoders import WORKING_SIZE, Encoder, feature_spaces
 from .errors import AuditInputError, printable
 from .exposure import Exposure, exposure
-from .features import encode_images
+from .features import FeatureStream, encode_images
 from .files import cache_folder, check_cache_folder
 from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
 from .images import ImageSet, load_image_set, load_pixels
+from .medical import DecodeOptions, read_groups_file
 from .metrics import MembershipMetrics, check_fold_counts, membership_metrics, stratified_folds
 from .nearcopies import (
     CANARY_LEVELS,
@@ -39,6 +40,15 @@ from .nearcopies import (
     power_check,
     robust_scan,
 )
+from .orientation import (
+    SAMPLE_GENERATED,
+    Orientation,
+    check_orientation,
+    orient,
+    orientation_warning,
+    sample_positions,
+)
+from .patients import PATIENT_SCORE, Patients, candidate_patients, check_patients_apart, group_keys
 from .runtime import Progress, cpu_threads, no_progress, resolve_device
 from .settings import AuditSettings, check_input_paths
 
@@ -65,8 +75,22 @@ class Candidates:
     def hashes(self) -> list[str]:
         return self.members.hashes + self.non_members.hashes
 
+    @property
+    def groups(self) -> list[str | None]:
+        """The patient of each candidate (None: an image without one)."""
+        return self.members.groups + self.non_members.groups
+
     def __len__(self) -> int:
         return len(self.members) + len(self.non_members)
+
+
+@dataclass
+class PatientLevel:
+    """With patients: who they are (opaque labels) and the gate's numbers per patient."""
+
+    patients: Patients
+    gate: MembershipMetrics  # gate.best_per_fold on the patient scores
+    rule: str = PATIENT_SCORE  # how a patient's image scores were combined
 
 
 @dataclass
@@ -99,11 +123,25 @@ class AuditResult:
     cache: dict | None = None  # the feature cache's folder and hits (None: off)
     near_copies: NearCopies | None = None
     power: PowerCheck | None = None
-    exposure: Exposure | None = None
+    exposure: Exposure | None = None  # per patient with patients
+    patient_level: PatientLevel | None = None  # None: membership per image
+    orientation: Orientation | None = None
+
+    @property
+    def membership_unit(self) -> str:
+        """ "patient" when the candidates have patients (groups), else "image"."""
+        return "image" if self.patient_level is None else "patient"
 
     @property
     def gate(self) -> MembershipMetrics:
-        """The metrics of the attack the gate uses."""
+        """The gate's metrics, in the membership unit: per patient with patients."""
+        if self.patient_level is not None:
+            return self.patient_level.gate
+        return self.image_gate
+
+    @property
+    def image_gate(self) -> MembershipMetrics:
+        """The metrics of the attack the gate uses, per image."""
         return self.attacks[self.gating_attack].metrics
 
     @property
@@ -163,9 +201,13 @@ def versions() -> dict[str, str]:
 
 
 def load_candidates(settings: AuditSettings) -> Candidates:
-    """The used and not_used images, checked for images that are in both."""
-    members = load_image_set(settings.used, "used", settings.skip_bad_images)
-    non_members = load_image_set(settings.not_used, "not_used", settings.skip_bad_images)
+    """The used and not_used images, checked for images (and patients) that are in both."""
+    options = DecodeOptions.from_settings(settings)
+    groups = None if settings.groups is None else read_groups_file(settings.groups)
+    members = load_image_set(settings.used, "used", settings.skip_bad_images, options, groups)
+    non_members = load_image_set(
+        settings.not_used, "not_used", settings.skip_bad_images, options, groups
+    )
     shared = sorted(set(members.hashes) & set(non_members.hashes))
     if shared:
         where_m = dict(zip(members.hashes, members.paths, strict=False))
@@ -177,6 +219,7 @@ def load_candidates(settings: AuditSettings) -> Candidates:
             f"{len(shared)} image(s) are in both used and not_used (same content); an image "
             f"cannot be both a member and a non-member. Remove one copy of each:\n  {pairs}"
         )
+    check_patients_apart(members, non_members)
     check_fold_counts(len(members), len(non_members), settings.folds)
     return Candidates(members, non_members)
 
@@ -260,7 +303,12 @@ def load_reference(settings: AuditSettings, candidates: Candidates) -> ImageSet 
     candidates: the calibrated attacks would compare a candidate with itself."""
     if settings.reference is None:
         return None
-    reference = load_image_set(settings.reference, "reference", settings.skip_bad_images)
+    reference = load_image_set(
+        settings.reference,
+        "reference",
+        settings.skip_bad_images,
+        DecodeOptions.from_settings(settings),
+    )
     where = {
         h: f"{role}/{i}"
         for role, images in (("used", candidates.members), ("not_used", candidates.non_members))
@@ -290,6 +338,12 @@ class _Stopwatch:
         now = time.perf_counter()
         self.timings[stage] = round(now - self.last, 3)
         self.last = now
+
+    def move(self, seconds: float, source: str, target: str) -> None:
+        """Count `seconds` of the stage `source` as the stage `target`'s (a streamed
+        encoding runs inside the attacks that read it)."""
+        self.timings[source] = round(self.timings[source] - seconds, 3)
+        self.timings[target] = round(self.timings[target] + seconds, 3)
 
     def total(self) -> dict[str, float]:
         self.timings["total"] = round(time.perf_counter() - self.started, 3)
@@ -346,6 +400,12 @@ def score_candidates(
             images, encoder, device, settings.batch_size, settings.workers, progress, cache
         )
 
+    def stream(images: ImageSet, encoder: Encoder) -> FeatureStream:
+        """The generated side, streamed: its features are never all in memory."""
+        return FeatureStream(
+            images, encoder, device, settings.batch_size, settings.workers, progress, cache
+        )
+
     decoded: dict[int, torch.Tensor] = {WORKING_SIZE: pixels}
 
     def candidate_pixels(size: int) -> torch.Tensor:
@@ -356,32 +416,35 @@ def score_candidates(
             )
         return decoded[size]
 
-    # encode and attack, one feature space at a time (N x D floats each in memory)
+    # encode and attack, one feature space at a time: the candidates' features in
+    # memory, the generated ones streamed through the attacks (read once per space)
     scored: list[AttackScores] = []
     for encoder in spaces:
-        gen = encode(generated, encoder)
         cand = torch.cat([encode(images, encoder) for images in pools])
         ref = None if reference is None else encode(reference, encoder)
         clock.lap(f"encode {encoder.name}")
+        gen = stream(generated, encoder)
         scored += space_attacks(
             encoder, cand, gen, candidate_pixels, device, settings.seed, settings.batch_size, ref
         )
         clock.lap(f"attacks {encoder.name}")
+        clock.move(gen.seconds, f"attacks {encoder.name}", f"encode {encoder.name}")
         del gen, cand, ref
 
     # near-copies: the generated side is encoded (and cached) like any feature; the
     # candidates' side needs their pixels, to shift and turn them
-    near_copy_side = encode(generated, NearCopyEncoder())
+    near_copy_side = stream(generated, NearCopyEncoder())
     pixels = candidate_pixels(WORKING_SIZE)
     clock.lap("encode near-copy")
     scan = robust_scan(
         near_copy_side,
         pixels,
         device,
-        progress=lambda done, total: progress("near-copy scan (candidates)", done, total),
+        progress=lambda done, total: progress("near-copy scan (generated)", done, total),
     )
     scored.append(near_copy_attack(scan))
     clock.lap("attacks near-copy")
+    clock.move(near_copy_side.seconds, "attacks near-copy", "encode near-copy")
     return PoolScores(scored, scan, spaces)
 
 
@@ -390,13 +453,28 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
     device = resolve_device(settings.device)
 
     # load
-    generated = load_image_set(settings.generated, "generated", settings.skip_bad_images)
+    generated = load_image_set(
+        settings.generated,
+        "generated",
+        settings.skip_bad_images,
+        DecodeOptions.from_settings(settings),
+    )
     candidates = load_candidates(settings)
     reference = load_reference(settings, candidates)
     # the candidates' pixels at the working size (the near-copy scan's), decoded now: a
     # copy with other bytes but the same pixels is a duplicate too
     candidates, pixels = unique_candidate_pixels(candidates, settings)
     check_no_non_member_generated(generated, candidates, pixels)
+    # the orientation check: the candidates are turned, for every attack, the way that
+    # matches the generated images best (orientation.py)
+    sample = generated.subset(sample_positions(len(generated), SAMPLE_GENERATED))
+    oriented = check_orientation(
+        pixels, load_pixels(sample, WORKING_SIZE, settings.batch_size, settings.workers)
+    )
+    if oriented.turned:
+        for images in (candidates.members, candidates.non_members):
+            images.orientation = oriented.index
+        pixels = orient(pixels, oriented.index)
     clock.lap("load")
 
     cache = open_cache(settings)
@@ -405,31 +483,53 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         settings, generated, pools, pixels, reference, device, cache, progress, clock
     )
     scored, scan, spaces = pool.attacks, pool.scan, pool.spaces
+    labels = candidates.labels
+    patients = candidate_patients(candidates.groups, candidates.hashes, labels)
+    # with patients, pairs of one patient's slices do not set the near-copy reference
+    keys = None if patients is None else group_keys(candidates.groups, candidates.hashes)
     # the copy level's copies use other seeds than the power check's canaries
-    threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device)
+    threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device, keys)
     near_copies = find_near_copies(scan, threshold)
     # members come first among the candidates: a member's index is its candidate index
-    canaries = pick_canaries(candidates.members.hashes, settings.canaries, settings.seed)
+    canaries = pick_canaries(
+        candidates.members.hashes,
+        settings.canaries,
+        settings.seed,
+        None if keys is None else keys[: len(candidates.members)],
+    )
     power = power_check(pixels, canaries, threshold, settings.seed, device)
     clock.lap("power check")
 
-    # measure: every attack alone, then the gate's choice among them
-    labels = candidates.labels
+    # measure: every attack alone, then the gate's choice among them; with patients,
+    # folds and intervals by patient (images), and the gate's numbers per patient
     policy, folds, seed, rounds = (
         settings.threshold_policy,
         settings.folds,
         settings.seed,
         settings.bootstrap,
     )
+    by = None if patients is None else patients.index
     attacks = {
-        a.name: AttackResult(a, membership_metrics(a.scores, labels, policy, folds, seed, rounds))
+        a.name: AttackResult(
+            a, membership_metrics(a.scores, labels, policy, folds, seed, rounds, by)
+        )
         for a in scored
     }
     columns = np.column_stack([a.scores for a in scored])
-    gate = best_per_fold(columns, labels, policy, folds, seed, rounds)
+    gate = best_per_fold(columns, labels, policy, folds, seed, rounds, by)
     copied = np.zeros(len(labels), bool)
     copied[near_copies.copied] = True
-    exposed = exposure(columns, labels, stratified_folds(labels, folds, seed), gate.chosen, copied)
+    patient_level = None
+    if patients is None:
+        folded = stratified_folds(labels, folds, seed)
+        exposed = exposure(columns, labels, folded, gate.chosen, copied)
+    else:
+        per_patient = patients.combine(columns)
+        units = patients.membership
+        patient_gate = best_per_fold(per_patient, units, policy, folds, seed, rounds)
+        folded = stratified_folds(units, folds, seed)
+        exposed = exposure(per_patient, units, folded, patient_gate.chosen, patients.any_of(copied))
+        patient_level = PatientLevel(patients, patient_gate)
     # the evidence shown per candidate: its most similar generated images (the near-copy
     # scan's, which allows for moves)
     evidence = near_copy_attack(scan)
@@ -460,6 +560,8 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult:
         near_copies=near_copies,
         power=power,
         exposure=exposed,
+        patient_level=patient_level,
+        orientation=oriented,
     )
     result.warnings = audit_warnings(result) + ([] if cache is None else cache.warnings)
     return result
@@ -480,6 +582,8 @@ def audit_warnings(result: AuditResult) -> list[str]:
     from .results import skipped_images
 
     out = []
+    if result.orientation is not None and result.orientation.turned:
+        out.append(orientation_warning(result.orientation))
     members, non_members = result.candidates.members, result.candidates.non_members
     n_m, n_n = len(members), len(non_members)
     if min(n_m, n_n) < MIN_CANDIDATES_PER_CLASS:
@@ -488,6 +592,15 @@ def audit_warnings(result: AuditResult) -> list[str]:
             f"{MIN_CANDIDATES_PER_CLASS} per class). By chance alone the F1 can land far from "
             "its true value, so neither a PASS nor a FAIL is evidence; use at least 100 of each"
         )
+    if result.patient_level is not None:
+        p = result.patient_level.patients
+        if min(p.n_used, p.n_not_used) < MIN_CANDIDATES_PER_CLASS:
+            out.append(
+                f"too few patients to mean much: {p.n_used} used and {p.n_not_used} not_used "
+                f"(fewer than {MIN_CANDIDATES_PER_CLASS} per class). The gate's numbers are per "
+                "patient, and with few patients the F1 lands far from its true value by "
+                "chance alone; judge by the interval, or audit more patients"
+            )
     if len(result.generated) < n_m + n_n:
         out.append(
             f"fewer generated images ({len(result.generated)}) than candidates ({n_m + n_n}): "

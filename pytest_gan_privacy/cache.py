@@ -101,6 +101,10 @@ class TensorCache:
             self.hits += 1
         return tensors
 
+    def exists(self, namespace: str, key: str) -> bool:
+        """Whether an entry is stored under `key` (not whether it is sound: `get` checks)."""
+        return self.folder is not None and self._path(namespace, key).is_file()
+
     def put(
         self,
         namespace: str,

@@ -2,10 +2,15 @@
 
 Images are decoded in batches (images.iter_batches), encoded on the device and
 L2-normalised; with a cache, the features of images seen before are read back by
-pack instead (see `feature_packs`), and only the others are decoded.
+pack instead (see `feature_packs`), and only the others are decoded. The generated
+side streams (`FeatureStream`): its features are never all in memory.
 """
 
 from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Iterator
 
 import torch
 from torch.nn import functional as F
@@ -52,10 +57,175 @@ def feature_packs(
     packs: dict[str, list[int]] = {}
     for i, h in enumerate(images.hashes):
         packs.setdefault(h[:PACK_PREFIX], []).append(i)
+    if images.orientation:  # turned images have other features (key unchanged otherwise)
+        base = cache_key(base, "orientation", images.orientation)
     return [(cache_key(base, [images.hashes[i] for i in p]), p) for p in packs.values()]
 
 
-@torch.inference_mode()
+class FeatureStream:
+    """An image set's features (L2-normalised float32 rows, on the CPU) as they come, in
+    the set's order: the attacks read the generated side block by block (similarity.Rows)
+    instead of holding every image's features, so memory does not grow with the set.
+
+    Each pass (`blocks`) reads the cached packs and decodes and encodes the others in
+    one stream of batches (the batches of a run without cache), storing each pack as it
+    completes. Packs are runs of consecutive images: the set is in content-hash order and
+    a pack is a hash prefix. `seconds` adds up the time spent producing rows (decoding,
+    encoding, reading the cache), to tell it from the time the consumer spends.
+
+    After a pass, images that could not be decoded are dropped from the set (with
+    `images.skip_bad`; listed in `images.skipped`), so the rows a pass gave match
+    `images`; without skip_bad they stop the audit at the end of the pass.
+    """
+
+    def __init__(
+        self,
+        images: ImageSet,
+        encoder: Encoder,
+        device: torch.device,
+        batch_size: int = 64,
+        workers: int | None = None,
+        progress: Progress = no_progress,
+        cache: TensorCache | None = None,
+    ):
+        self.images, self.encoder, self.device = images, encoder, device
+        self.batch_size, self.workers, self.progress, self.cache = (
+            batch_size,
+            workers,
+            progress,
+            cache,
+        )
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def blocks(self, rows: int) -> Iterator[torch.Tensor]:
+        """The features, `rows` at a time (the last block may be shorter)."""
+        total = len(self.images)
+        chunks = self._chunks()
+        buffer: list[torch.Tensor] = []
+        held = 0
+        while True:
+            started = time.perf_counter()
+            chunk = next(chunks, None)
+            self.seconds += time.perf_counter() - started
+            if chunk is not None:
+                buffer.append(chunk)
+                held += len(chunk)
+            while held >= rows or (chunk is None and held):
+                whole = torch.cat(buffer) if len(buffer) > 1 else buffer[0]
+                yield whole[:rows]
+                rest = whole[rows:]
+                buffer, held = ([rest] if len(rest) else []), len(rest)
+            if chunk is None:
+                break
+        if any(p in self.images.skipped for p in self.images.paths):
+            self.images.drop_skipped()
+            self.images.check_not_empty(total)
+
+    @torch.inference_mode()
+    def _encoded(self, batches) -> Iterator[tuple[list[int], torch.Tensor]]:
+        for pixels, indices in batches:
+            rows = self.encoder.encode_batch(pixels.to(self.device, non_blocking=True))
+            yield indices, F.normalize(rows.float(), dim=1).cpu()
+
+    def _batches(self, only: list[int] | None) -> Iterator[tuple[list[int], torch.Tensor]]:
+        images, encoder = self.images, self.encoder
+        batches = iter_batches(
+            images, encoder.image_size, encoder.channels, self.batch_size, self.workers, only=only
+        )
+        return self._encoded(batches)
+
+    def _chunks(self) -> Iterator[torch.Tensor]:
+        """Rows in set order, a cached pack or a part of a batch at a time."""
+        images, cache = self.images, self.cache
+        self.encoder.to(self.device)
+        total = len(images)
+        stage = f"encoding {images.role}"
+        self.progress(stage, 0, total)
+        packs = None if cache is None else feature_packs(images, self.encoder, self.device)
+        if cache is None or packs is None:
+            done = 0
+            for indices, rows in self._batches(None):
+                done += len(indices)
+                self.progress(stage, done, total)
+                yield rows
+            return
+        packs.sort(key=lambda pack: pack[1][0])
+        stored = [cache.exists("features", key) for key, _ in packs]
+        misses = [
+            p
+            for (_, positions), hit in zip(packs, stored, strict=True)
+            if not hit
+            for p in positions
+        ]
+        pending = _Pending(self._batches(misses) if misses else iter(()))
+        done = 0
+        for (key, positions), hit in zip(packs, stored, strict=True):
+            assert positions == list(range(positions[0], positions[-1] + 1)), "a pack is a run"
+            rows = (cache.get("features", key) or {}).get("features") if hit else None
+            if hit and rows is not None and rows.shape[0] == len(positions):
+                pass
+            elif hit:  # stored but unsound (the checksum failed): encode this pack alone
+                indices, rows = _joined(self._batches(positions))
+                if indices == positions:
+                    cache.put("features", key, {"features": rows})
+            else:
+                cache.get("features", key)  # counted as a miss, as before streaming
+                indices, rows = pending.until(positions[-1])
+                if indices == positions:  # every image decoded
+                    cache.put("features", key, {"features": rows})
+            done += len(positions)
+            self.progress(stage, done, total)
+            if len(rows):
+                yield rows
+        pending.finish()
+
+
+class _Pending:
+    """Encoded batches of missed images, handed out pack by pack (a batch may straddle
+    two packs)."""
+
+    def __init__(self, batches: Iterator[tuple[list[int], torch.Tensor]]):
+        self.batches = batches
+        self.indices: list[int] = []
+        self.rows: torch.Tensor | None = None
+
+    def until(self, last: int) -> tuple[list[int], torch.Tensor]:
+        """The rows of missed images at positions up to `last` not handed out yet."""
+        parts_i: list[int] = []
+        parts_r: list[torch.Tensor] = []
+        while True:
+            if self.rows is None:
+                batch = next(self.batches, None)
+                if batch is None:
+                    break
+                self.indices, self.rows = batch
+            n = bisect.bisect_right(self.indices, last)
+            parts_i += self.indices[:n]
+            parts_r.append(self.rows[:n])
+            if n < len(self.indices):
+                self.indices, self.rows = self.indices[n:], self.rows[n:]
+                break
+            self.rows = None
+        rows = torch.cat(parts_r) if parts_r else torch.zeros(0, 0)
+        return parts_i, rows
+
+    def finish(self) -> None:
+        """Run the decoding pass to its end, where unreadable files are reported."""
+        for _ in self.batches:
+            raise AssertionError("every missed image was handed out")
+
+
+def _joined(batches) -> tuple[list[int], torch.Tensor]:
+    indices, rows = [], []
+    for i, r in batches:
+        indices += i
+        rows.append(r)
+    return indices, torch.cat(rows) if rows else torch.zeros(0, 0)
+
+
 def encode_images(
     images: ImageSet,
     encoder: Encoder,
@@ -65,57 +235,15 @@ def encode_images(
     progress: Progress = no_progress,
     cache: TensorCache | None = None,
 ) -> torch.Tensor:
-    """Encode every image of the set: (N, D) float32, L2-normalised, on the CPU.
+    """Encode every image of the set: (N, D) float32, L2-normalised, on the CPU, in
+    memory (for the candidates and the reference; the generated side streams,
+    `FeatureStream`).
 
     With a cache, features of images seen before are read from it and only the others
     are decoded and encoded (in batches), then stored. With `images.skip_bad`, images
     that cannot be decoded are dropped from the set (listed in `images.skipped`), so
     rows still match `images`.
     """
-    encoder.to(device)
-    total = len(images)
-    features: torch.Tensor | None = None
-
-    def place(indices: list[int], rows: torch.Tensor) -> None:
-        nonlocal features
-        if features is None:  # one (N, D) buffer, allocated when D is known
-            features = torch.zeros(total, rows.shape[1])
-        features[indices] = rows
-
-    stage = f"encoding {images.role}"
-    progress(stage, 0, total)
-    packs = None if cache is None else feature_packs(images, encoder, device)
-    misses, missed_packs = list(range(total)), []
-    if cache is not None and packs is not None:
-        misses = []
-        for key, positions in packs:
-            rows = (cache.get("features", key) or {}).get("features")
-            if rows is None or rows.shape[0] != len(positions):
-                misses += positions
-                missed_packs.append((key, positions))
-            else:
-                place(positions, rows)
-    done = total - len(misses)
-    progress(stage, done, total)
-    encoded = torch.zeros(total, dtype=torch.bool)
-    batches = iter_batches(
-        images, encoder.image_size, encoder.channels, batch_size, workers, only=misses
-    )
-    try:
-        for pixels, indices in batches:
-            rows = encoder.encode_batch(pixels.to(device, non_blocking=True))
-            place(indices, F.normalize(rows.float(), dim=1).cpu())
-            encoded[indices] = True
-            done += len(indices)
-            progress(stage, done, total)
-    finally:  # also when a bad image stops the audit: the work done is kept
-        for key, positions in missed_packs:
-            if cache is not None and features is not None and encoded[positions].all():
-                cache.put("features", key, {"features": features[positions]})
-    if any(p in images.skipped for p in images.paths):
-        kept = images.drop_skipped()
-        images.check_not_empty(total)
-        assert features is not None
-        features = features[kept]
-    assert features is not None  # every image was cached, decoded, or reported
-    return features
+    stream = FeatureStream(images, encoder, device, batch_size, workers, progress, cache)
+    parts = list(stream.blocks(max(1, len(images))))
+    return parts[0] if parts else torch.zeros(0, 0)

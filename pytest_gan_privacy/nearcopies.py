@@ -40,7 +40,7 @@ import torch
 from torch.nn import functional as F
 
 from .encoders import FixedEncoder
-from .similarity import merge_top_k
+from .similarity import Rows, as_rows, merge_top_k
 from .structure import crop, local_structure
 
 MAX_SHIFT = 3  # pixels at the 64 px working size (about 5 % of the image)
@@ -72,6 +72,17 @@ def transformed_crops(images: torch.Tensor) -> torch.Tensor:
 N_TRANSFORMS = len(ANGLES) * (2 * MAX_SHIFT + 1) ** 2
 
 
+def _bank(candidates: torch.Tensor, device) -> torch.Tensor:
+    """(D, T x cb) local-structure features of every transform of a few candidates."""
+    bank = transformed_crops(candidates)  # (T, cb, D)
+    return bank.permute(2, 0, 1).reshape(bank.shape[2], -1).to(device)
+
+
+def _best_over_transforms(features: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """(B, cb): each query's similarity to each candidate, maximised over its transforms."""
+    return (features @ bank).view(len(features), N_TRANSFORMS, -1).amax(dim=1)
+
+
 def _robust_similarities(
     queries: torch.Tensor, candidates: torch.Tensor, device, block: int, progress=None
 ):
@@ -83,11 +94,10 @@ def _robust_similarities(
     for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
         if progress is not None:
             progress(c0, len(candidates))
-        bank = transformed_crops(candidates[c0 : c0 + CANDIDATE_BLOCK])  # (T, cb, D)
-        bank = bank.permute(2, 0, 1).reshape(bank.shape[2], -1).to(device)
+        bank = _bank(candidates[c0 : c0 + CANDIDATE_BLOCK], device)
         for q0 in range(0, len(queries), block):
             features = queries[q0 : q0 + block].to(device)
-            yield q0, c0, (features @ bank).view(len(features), N_TRANSFORMS, -1).amax(dim=1)
+            yield q0, c0, _best_over_transforms(features, bank)
     if progress is not None:
         progress(len(candidates), len(candidates))
 
@@ -124,9 +134,16 @@ class NearCopyEncoder(FixedEncoder):
         return generated_side(pixels)
 
 
+# Generated rows held at once by the scan, in blocks of `block` (8,192 x 3,136 floats,
+# 100 MB): the candidates' transforms are recomputed once per chunk, a few percent of
+# the scan, so that the generated side streams through once (from the cache packs or
+# the encoder) whatever its size.
+CHUNK_BLOCKS = 16
+
+
 @torch.inference_mode()
 def robust_scan(
-    generated: torch.Tensor,
+    generated: torch.Tensor | Rows,
     candidates: torch.Tensor,
     device: torch.device | str = "cpu",
     block: int = 512,
@@ -135,24 +152,52 @@ def robust_scan(
 ) -> RobustScan:
     """Shift- and rotation-robust similarity of every generated image to every candidate.
 
-    `generated` holds `generated_side` features (G, D); `candidates` the images
-    (C, 1, H, W). sim(g, c) = max over transforms t of <f(crop(g)), f(t(c))>.
+    `generated` holds `generated_side` features (G, D), in memory or streamed
+    (similarity.Rows, read once); `candidates` the images (C, 1, H, W).
+    sim(g, c) = max over transforms t of <f(crop(g)), f(t(c))>. Every candidate's
+    matches are merged in generated order and every generated image's in candidate
+    order, so the result does not depend on the chunking.
+    `progress(generated done, generated)` as the scan advances.
     """
     device = torch.device(device)
-    k = min(k, len(generated))
+    generated = as_rows(generated)
+    total = len(generated)
+    k = min(k, total)
     top = torch.full((len(candidates), k), -math.inf, device=device)
     top_index = torch.zeros((len(candidates), k), dtype=torch.long, device=device)
-    generated_best = torch.full((len(generated),), -math.inf, device=device)
-    generated_match = torch.zeros(len(generated), dtype=torch.long, device=device)
-    for g0, c0, sims in _robust_similarities(generated, candidates, device, block, progress):
-        rows, cols = slice(g0, g0 + len(sims)), slice(c0, c0 + sims.shape[1])
-        v, i = sims.T.topk(min(k, len(sims)), dim=1)
-        top[cols], top_index[cols] = merge_top_k(top[cols], top_index[cols], v, i + g0, k)
-        value, index = sims.max(dim=1)
-        better = value > generated_best[rows]  # ties: the first candidate keeps it
-        generated_best[rows] = torch.where(better, value, generated_best[rows])
-        generated_match[rows] = torch.where(better, index + c0, generated_match[rows])
-    return RobustScan(top.cpu(), top_index.cpu(), generated_best.cpu(), generated_match.cpu())
+    best_parts, match_parts = [], []
+    g_start = 0
+    if progress is not None:
+        progress(0, total)
+    for chunk in generated.blocks(block * CHUNK_BLOCKS):
+        best = torch.full((len(chunk),), -math.inf, device=device)
+        match = torch.zeros(len(chunk), dtype=torch.long, device=device)
+        for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
+            bank = _bank(candidates[c0 : c0 + CANDIDATE_BLOCK], device)
+            cols = slice(c0, c0 + bank.shape[1] // N_TRANSFORMS)
+            for q0 in range(0, len(chunk), block):
+                sims = _best_over_transforms(chunk[q0 : q0 + block].to(device), bank)
+                g0, rows = g_start + q0, slice(q0, q0 + len(sims))
+                v, i = sims.T.topk(min(k, len(sims)), dim=1)
+                merged = merge_top_k(top[cols], top_index[cols], v, i + g0, k)
+                top[cols], top_index[cols] = merged
+                value, index = sims.max(dim=1)
+                better = value > best[rows]  # ties: the first candidate keeps it
+                best[rows] = torch.where(better, value, best[rows])
+                match[rows] = torch.where(better, index + c0, match[rows])
+        best_parts.append(best.cpu())
+        match_parts.append(match.cpu())
+        g_start += len(chunk)
+        if progress is not None:
+            progress(g_start, total)
+    k = min(k, g_start)  # fewer rows than announced (images skipped as unreadable)
+    empty = torch.zeros(0)
+    return RobustScan(
+        top[:, :k].cpu(),
+        top_index[:, :k].cpu(),
+        torch.cat(best_parts) if best_parts else empty,
+        torch.cat(match_parts) if match_parts else empty.long(),
+    )
 
 
 TWIN_RANK = 2  # the reference skips each real image's most similar other candidate
@@ -355,12 +400,25 @@ def augmented_copies(
     return (moved + torch.randn(moved.shape, generator=g) * recipe.noise).clamp(0, 1)
 
 
-def pick_canaries(member_hashes: list[str], count: int, seed: int) -> list[int]:
+def pick_canaries(
+    member_hashes: list[str], count: int, seed: int, groups: Sequence[object] | None = None
+) -> list[int]:
     """Which members to copy: chosen by hashed content, so names and order do not
-    matter; a content that occurs twice is picked once."""
+    matter; a content that occurs twice is picked once. With `groups` (the patient of
+    each member), one image of every patient before a second of any: copies of one
+    patient's neighbouring slices would test the detector on one anatomy only."""
     first = {h: i for i, h in reversed(list(enumerate(member_hashes)))}
     keys = {h: hashlib.sha256(f"canary:{seed}:{h}".encode()).hexdigest() for h in first}
-    return [first[h] for h in sorted(first, key=keys.__getitem__)[:count]]
+    ordered = sorted(first, key=keys.__getitem__)
+    if groups is not None:
+        taken: dict[object, int] = {}
+        rank = {}
+        for h in ordered:
+            g = groups[first[h]]
+            rank[h] = taken.get(g, 0)
+            taken[g] = rank[h] + 1
+        ordered = sorted(ordered, key=lambda h: (rank[h], keys[h]))
+    return [first[h] for h in ordered[:count]]
 
 
 @dataclass

@@ -3,13 +3,66 @@
 Cosine similarities are computed block by block on the device: a block of
 candidates against a block of generated images, keeping only a running top-k.
 Memory is O(block x block), whatever the number of generated images.
+
+The generated side need not be in memory at all: anything with `Rows`'s two methods
+(features.FeatureStream reads cache packs or encodes as it goes) gives its features
+block by block, so 200,000 generated images cost what 20,000 do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+
+
+class Rows(Protocol):
+    """Feature rows (N, D) that arrive in blocks, in order."""
+
+    def __len__(self) -> int:
+        """How many rows at most (images that cannot be decoded, with skip_bad, are
+        left out as they are found)."""
+
+    def blocks(self, rows: int) -> Iterator[torch.Tensor]:
+        """The rows in order, `rows` at a time (the last block may be shorter)."""
+
+
+class TensorRows:
+    """Rows held in memory."""
+
+    def __init__(self, features: torch.Tensor):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def blocks(self, rows: int) -> Iterator[torch.Tensor]:
+        for i in range(0, len(self.features), rows):
+            yield self.features[i : i + rows]
+
+
+class MappedRows:
+    """Rows with a row-wise function applied to each block as it arrives."""
+
+    def __init__(self, source: Rows, function: Callable[[torch.Tensor], torch.Tensor]):
+        self.source, self.function = source, function
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def blocks(self, rows: int) -> Iterator[torch.Tensor]:
+        for block in self.source.blocks(rows):
+            yield self.function(block)
+
+
+def as_rows(features: torch.Tensor | Rows) -> Rows:
+    return TensorRows(features) if isinstance(features, torch.Tensor) else features
+
+
+# Features of generated images held at once by a scan: 32 M floats (128 MB).
+MAX_BLOCK_FEATURES = 1 << 25
 
 
 def merge_top_k(
@@ -67,7 +120,7 @@ class GeneratedScan:
 @torch.inference_mode()
 def scan_generated(
     candidates: torch.Tensor,
-    generated: torch.Tensor,
+    generated: torch.Tensor | Rows,
     k: int = 3,
     temperature: float = 0.01,
     device: torch.device | str = "cpu",
@@ -75,19 +128,25 @@ def scan_generated(
 ) -> GeneratedScan:
     """Stream blocks of generated images against all candidates (L2-normalised rows).
 
-    Memory is one block (at most `max_block_floats` similarities), whatever the number
-    of generated images.
+    Memory is one block (at most `max_block_floats` similarities and MAX_BLOCK_FEATURES
+    generated features), whatever the number of generated images.
     """
     device = torch.device(device)
+    generated = as_rows(generated)
     k = min(k, len(generated))
     cands = candidates.to(device)
     top_v = torch.full((len(cands), k), -float("inf"), device=device)
     top_i = torch.zeros((len(cands), k), dtype=torch.long, device=device)
     soft = torch.zeros(len(cands), dtype=torch.float64, device=device)
-    block = max(1, max_block_floats // max(1, len(cands)))
-    for g0 in range(0, len(generated), block):
-        sims = generated[g0 : g0 + block].to(device) @ cands.T  # (B, C)
+    block = max(
+        1, min(max_block_floats // max(1, len(cands)), MAX_BLOCK_FEATURES // cands.shape[1])
+    )
+    g0 = 0
+    for rows in generated.blocks(block):
+        sims = rows.to(device) @ cands.T  # (B, C)
         v, i = sims.T.topk(min(k, sims.shape[0]), dim=1)
         top_v, top_i = merge_top_k(top_v, top_i, v, i + g0, k)
         soft += torch.softmax(sims.double() / temperature, dim=1).sum(dim=0)
-    return GeneratedScan(top_v.cpu(), top_i.cpu(), soft.cpu())
+        g0 += len(rows)
+    k = min(k, g0)  # fewer rows than announced (images skipped as unreadable)
+    return GeneratedScan(top_v[:, :k].cpu(), top_i[:, :k].cpu(), soft.cpu())

@@ -53,3 +53,33 @@ def test_autocast_off_computes_in_float32():
     x = torch.ones(2, 2)
     with autocast(torch.device("cpu"), False):
         assert (x @ x).dtype == torch.float32
+
+
+def test_xdist_workers_share_the_cpus_and_start_no_extra_decoders(monkeypatch):
+    import os
+
+    from pytest_gan_privacy import images, runtime
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(runtime, "_cgroup_quota", lambda: None)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    assert runtime.cpu_budget() == 8 and images.default_workers() == 4
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "4")
+    assert runtime.cpu_budget() == 2 and images.default_workers() == 1
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "8")
+    assert runtime.cpu_budget() == 1 and images.default_workers() == 0
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")
+    monkeypatch.setattr(runtime, "_cgroup_quota", lambda: 1.5)  # a container's --cpus 1.5
+    assert runtime.cpu_budget() == 2
+
+
+def test_an_audit_runs_with_the_threads_of_its_share(monkeypatch):
+    import torch
+
+    from pytest_gan_privacy import runtime
+
+    monkeypatch.setattr(runtime, "cpu_budget", lambda: 1)
+    before = torch.get_num_threads()
+    with runtime.cpu_threads() as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
