@@ -274,3 +274,50 @@ def test_dicom_candidates_get_the_calls_of_their_png_twins(leaky, tmp_path):
     assert [(Path(n).stem, c) for n, c in read_csv(dicom)] == [
         (Path(n).stem, c) for n, c in read_csv(png)
     ]
+
+
+def write_groups(root: Path, shared_with_candidate: bool = False) -> Path:
+    """A groups CSV: two images per patient in each folder; optionally the first
+    candidate is a patient of the used folder."""
+    lines = []
+    for folder in ("real/used", "real/not_used", "candidates"):
+        for i, path in enumerate(sorted((root / folder).iterdir())):
+            lines.append(f"{folder}/{path.name},{folder}-{i // 2}")
+    if shared_with_candidate:
+        first = next(i for i, line in enumerate(lines) if line.startswith("candidates/"))
+        lines[first] = lines[first].split(",")[0] + ",real/used-0"
+    csv_path = root / "groups.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    return csv_path
+
+
+def test_patients_set_the_folds_and_a_shared_patient_is_named(release, tmp_path, capsys):
+    root, hidden = release
+    groups = write_groups(root, shared_with_candidate=True)
+    out = tmp_path / "p.csv"
+    assert (
+        main(
+            [
+                *predict_args(root, out),
+                "--groups",
+                str(groups),
+                *FAST,
+                "--json",
+                str(tmp_path / "p.json"),
+            ]
+        )
+        == 0
+    )
+    assert [name for name, _ in read_csv(out)] == sorted(hidden)
+    text = capsys.readouterr().out
+    assert "1 candidate(s) belong to patients with development images" in text
+    assert json.loads((tmp_path / "p.json").read_text())["settings"]["groups"] == str(groups)
+
+
+def test_a_patient_in_used_and_not_used_is_refused(release, tmp_path, capsys):
+    root, _ = release
+    groups = write_groups(root)
+    text = groups.read_text().replace("real/not_used-0\n", "real/used-0\n")
+    groups.write_text(text)
+    assert main([*predict_args(root, tmp_path / "p.csv"), "--groups", str(groups), *FAST]) == 2
+    assert "in both used and not_used" in capsys.readouterr().err
