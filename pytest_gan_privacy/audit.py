@@ -27,7 +27,15 @@ from .features import FeatureStream, encode_images, shared_features
 from .files import cache_folder, check_cache_folder
 from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
 from .images import ImageSet, load_image_set, load_pixels
-from .metrics import MembershipMetrics, check_fold_counts, membership_metrics, stratified_folds
+from .medical import DecodeOptions, read_groups_file
+from .metrics import (
+    MembershipMetrics,
+    chance_over_limit,
+    check_fold_counts,
+    check_group_counts,
+    membership_metrics,
+    stratified_folds,
+)
 from .nearcopies import (
     CANARY_LEVELS,
     NearCopies,
@@ -40,6 +48,15 @@ from .nearcopies import (
     power_check,
     robust_scan,
 )
+from .orientation import (
+    SAMPLE_GENERATED,
+    Orientation,
+    check_orientation,
+    orient,
+    orientation_warning,
+    sample_positions,
+)
+from .patients import PATIENT_SCORE, Patients, candidate_patients, check_patients_apart, group_keys
 from .runtime import Progress, cpu_threads, no_progress, resolve_device
 from .settings import AuditSettings, check_input_paths
 from .similarity import TensorRows
@@ -67,8 +84,22 @@ class Candidates:
     def hashes(self) -> list[str]:
         return self.members.hashes + self.non_members.hashes
 
+    @property
+    def groups(self) -> list[str | None]:
+        """The patient of each candidate (None: an image without one)."""
+        return self.members.groups + self.non_members.groups
+
     def __len__(self) -> int:
         return len(self.members) + len(self.non_members)
+
+
+@dataclass
+class PatientLevel:
+    """With patients: who they are (opaque labels) and the gate's numbers per patient."""
+
+    patients: Patients
+    gate: MembershipMetrics  # gate.best_per_fold on the patient scores
+    rule: str = PATIENT_SCORE  # how a patient's image scores were combined
 
 
 @dataclass
@@ -101,12 +132,26 @@ class AuditResult:
     cache: dict | None = None  # the feature cache's folder and hits (None: off)
     near_copies: NearCopies | None = None
     power: PowerCheck | None = None
-    exposure: Exposure | None = None
+    exposure: Exposure | None = None  # per patient with patients
+    patient_level: PatientLevel | None = None  # None: membership per image
+    orientation: Orientation | None = None
     world_size: int = 1  # processes under torchrun (distributed.py)
 
     @property
+    def membership_unit(self) -> str:
+        """ "patient" when the candidates have patients (groups), else "image"."""
+        return "image" if self.patient_level is None else "patient"
+
+    @property
     def gate(self) -> MembershipMetrics:
-        """The metrics of the attack the gate uses."""
+        """The gate's metrics, in the membership unit: per patient with patients."""
+        if self.patient_level is not None:
+            return self.patient_level.gate
+        return self.image_gate
+
+    @property
+    def image_gate(self) -> MembershipMetrics:
+        """The metrics of the attack the gate uses, per image."""
         return self.attacks[self.gating_attack].metrics
 
     @property
@@ -166,9 +211,13 @@ def versions() -> dict[str, str]:
 
 
 def load_candidates(settings: AuditSettings) -> Candidates:
-    """The used and not_used images, checked for images that are in both."""
-    members = load_image_set(settings.used, "used", settings.skip_bad_images)
-    non_members = load_image_set(settings.not_used, "not_used", settings.skip_bad_images)
+    """The used and not_used images, checked for images (and patients) that are in both."""
+    options = DecodeOptions.from_settings(settings)
+    groups = None if settings.groups is None else read_groups_file(settings.groups)
+    members = load_image_set(settings.used, "used", settings.skip_bad_images, options, groups)
+    non_members = load_image_set(
+        settings.not_used, "not_used", settings.skip_bad_images, options, groups
+    )
     shared = sorted(set(members.hashes) & set(non_members.hashes))
     if shared:
         where_m = dict(zip(members.hashes, members.paths, strict=False))
@@ -180,8 +229,13 @@ def load_candidates(settings: AuditSettings) -> Candidates:
             f"{len(shared)} image(s) are in both used and not_used (same content); an image "
             f"cannot be both a member and a non-member. Remove one copy of each:\n  {pairs}"
         )
+    check_patients_apart(members, non_members)
     check_fold_counts(len(members), len(non_members), settings.folds)
-    return Candidates(members, non_members)
+    candidates = Candidates(members, non_members)
+    if any(g is not None for g in candidates.groups):  # folds by patient: enough of them
+        keys = np.array(group_keys(candidates.groups, candidates.hashes))
+        check_group_counts(candidates.labels, keys, settings.folds)
+    return candidates
 
 
 def unique_candidate_pixels(
@@ -263,7 +317,12 @@ def load_reference(settings: AuditSettings, candidates: Candidates) -> ImageSet 
     candidates: the calibrated attacks would compare a candidate with itself."""
     if settings.reference is None:
         return None
-    reference = load_image_set(settings.reference, "reference", settings.skip_bad_images)
+    reference = load_image_set(
+        settings.reference,
+        "reference",
+        settings.skip_bad_images,
+        DecodeOptions.from_settings(settings),
+    )
     where = {
         h: f"{role}/{i}"
         for role, images in (("used", candidates.members), ("not_used", candidates.non_members))
@@ -441,13 +500,28 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult | None:
     world = join(device)  # one process, or torchrun's (distributed.py)
 
     # load
-    generated = load_image_set(settings.generated, "generated", settings.skip_bad_images)
+    generated = load_image_set(
+        settings.generated,
+        "generated",
+        settings.skip_bad_images,
+        DecodeOptions.from_settings(settings),
+    )
     candidates = load_candidates(settings)
     reference = load_reference(settings, candidates)
     # the candidates' pixels at the working size (the near-copy scan's), decoded now: a
     # copy with other bytes but the same pixels is a duplicate too
     candidates, pixels = unique_candidate_pixels(candidates, settings)
     check_no_non_member_generated(generated, candidates, pixels)
+    # the orientation check: the candidates are turned, for every attack, the way that
+    # matches the generated images best (orientation.py)
+    sample = generated.subset(sample_positions(len(generated), SAMPLE_GENERATED))
+    oriented = check_orientation(
+        pixels, load_pixels(sample, WORKING_SIZE, settings.batch_size, settings.workers)
+    )
+    if oriented.turned:
+        for images in (candidates.members, candidates.non_members):
+            images.orientation = oriented.index
+        pixels = orient(pixels, oriented.index)
     clock.lap("load")
 
     cache = open_cache(settings)
@@ -458,31 +532,53 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult | None:
     if pool is None:  # a torchrun rank other than 0: its share is done, it writes nothing
         return None
     scored, scan, spaces = pool.attacks, pool.scan, pool.spaces
+    labels = candidates.labels
+    patients = candidate_patients(candidates.groups, candidates.hashes, labels)
+    # with patients, pairs of one patient's slices do not set the near-copy reference
+    keys = None if patients is None else group_keys(candidates.groups, candidates.hashes)
     # the copy level's copies use other seeds than the power check's canaries
-    threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device)
+    threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device, keys)
     near_copies = find_near_copies(scan, threshold)
     # members come first among the candidates: a member's index is its candidate index
-    canaries = pick_canaries(candidates.members.hashes, settings.canaries, settings.seed)
+    canaries = pick_canaries(
+        candidates.members.hashes,
+        settings.canaries,
+        settings.seed,
+        None if keys is None else keys[: len(candidates.members)],
+    )
     power = power_check(pixels, canaries, threshold, settings.seed, device)
     clock.lap("power check")
 
-    # measure: every attack alone, then the gate's choice among them
-    labels = candidates.labels
+    # measure: every attack alone, then the gate's choice among them; with patients,
+    # folds and intervals by patient (images), and the gate's numbers per patient
     policy, folds, seed, rounds = (
         settings.threshold_policy,
         settings.folds,
         settings.seed,
         settings.bootstrap,
     )
+    by = None if patients is None else patients.index
     attacks = {
-        a.name: AttackResult(a, membership_metrics(a.scores, labels, policy, folds, seed, rounds))
+        a.name: AttackResult(
+            a, membership_metrics(a.scores, labels, policy, folds, seed, rounds, by)
+        )
         for a in scored
     }
     columns = np.column_stack([a.scores for a in scored])
-    gate = best_per_fold(columns, labels, policy, folds, seed, rounds)
+    gate = best_per_fold(columns, labels, policy, folds, seed, rounds, by)
     copied = np.zeros(len(labels), bool)
     copied[near_copies.copied] = True
-    exposed = exposure(columns, labels, stratified_folds(labels, folds, seed), gate.chosen, copied)
+    patient_level = None
+    if patients is None:
+        folded = stratified_folds(labels, folds, seed)
+        exposed = exposure(columns, labels, folded, gate.chosen, copied)
+    else:
+        per_patient = patients.combine(columns)
+        units = patients.membership
+        patient_gate = best_per_fold(per_patient, units, policy, folds, seed, rounds)
+        folded = stratified_folds(units, folds, seed)
+        exposed = exposure(per_patient, units, folded, patient_gate.chosen, patients.any_of(copied))
+        patient_level = PatientLevel(patients, patient_gate)
     # the evidence shown per candidate: its most similar generated images (the near-copy
     # scan's, which allows for moves)
     evidence = near_copy_attack(scan)
@@ -513,6 +609,8 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult | None:
         near_copies=near_copies,
         power=power,
         exposure=exposed,
+        patient_level=patient_level,
+        orientation=oriented,
         world_size=world.size,
     )
     result.warnings = audit_warnings(result) + ([] if cache is None else cache.warnings)
@@ -526,6 +624,10 @@ MAX_CLASS_RATIO = 1.5
 # that calls half of 20 + 20 candidates used reaches F1 0.6 about one time in six
 # (hypergeometric), of 100 + 100 one time in 280.
 MIN_CANDIDATES_PER_CLASS = 20
+# With patients, warn when a labels-blind guess passes the F1 limit more often than this
+# (metrics.chance_over_limit): 32 + 32 patients give 4 %; a label shuffle of the
+# converted `disjoint` (64 patients, the gate's choice of attack included) failed 9 %
+MAX_LUCK = 0.01
 DUPLICATES_SHOWN = 10
 
 
@@ -534,6 +636,8 @@ def audit_warnings(result: AuditResult) -> list[str]:
     from .results import skipped_images
 
     out = []
+    if result.orientation is not None and result.orientation.turned:
+        out.append(orientation_warning(result.orientation))
     members, non_members = result.candidates.members, result.candidates.non_members
     n_m, n_n = len(members), len(non_members)
     if min(n_m, n_n) < MIN_CANDIDATES_PER_CLASS:
@@ -542,6 +646,17 @@ def audit_warnings(result: AuditResult) -> list[str]:
             f"{MIN_CANDIDATES_PER_CLASS} per class). By chance alone the F1 can land far from "
             "its true value, so neither a PASS nor a FAIL is evidence; use at least 100 of each"
         )
+    if result.patient_level is not None:
+        p = result.patient_level.patients
+        luck = chance_over_limit(p.n_used, p.n_not_used, result.settings.max_f1)
+        if luck > MAX_LUCK or min(p.n_used, p.n_not_used) < MIN_CANDIDATES_PER_CLASS:
+            out.append(
+                f"too few patients to mean much: {p.n_used} used and {p.n_not_used} not_used. "
+                f"The gate's numbers are per patient, and a labels-blind guess gets an F1 over "
+                f"the limit {result.settings.max_f1:.3f} {luck:.1%} of the time with this few: "
+                "a FAIL on the F1 alone may be chance. Judge by the interval and the AUC, or "
+                "audit more patients (about 100 per class)"
+            )
     if len(result.generated) < n_m + n_n:
         out.append(
             f"fewer generated images ({len(result.generated)}) than candidates ({n_m + n_n}): "

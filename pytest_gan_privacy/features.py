@@ -58,6 +58,8 @@ def feature_packs(
     packs: dict[str, list[int]] = {}
     for i, h in enumerate(images.hashes):
         packs.setdefault(h[:PACK_PREFIX], []).append(i)
+    if images.orientation:  # turned images have other features (key unchanged otherwise)
+        base = cache_key(base, "orientation", images.orientation)
     return [(cache_key(base, [images.hashes[i] for i in p]), p) for p in packs.values()]
 
 

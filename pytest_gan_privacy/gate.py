@@ -47,6 +47,7 @@ def best_per_fold(
     folds: int = 5,
     seed: int = 0,
     bootstrap: int = 1000,
+    groups: np.ndarray | None = None,
 ) -> MembershipMetrics:
     """The gate's metrics: choose an attack per fold, on the other folds, and classify
     the fold with it.
@@ -54,7 +55,8 @@ def best_per_fold(
     `columns` is (C, A): A attacks' scores. Scores become ranks over all candidates
     first (labels-blind), so folds that chose different attacks give comparable
     out-of-fold scores; the thresholds are in ranks. `chosen` names each fold's column.
-    The folds are those of metrics.membership_metrics for the same seed.
+    The folds are those of metrics.membership_metrics for the same seed (by patient
+    with `groups`).
     """
     labels = np.asarray(labels, dtype=int)
     check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
@@ -62,7 +64,7 @@ def best_per_fold(
     calls = np.zeros(len(labels), dtype=bool)
     out_of_fold = np.zeros(len(labels))
     thresholds, chosen = [], []
-    for test in stratified_folds(labels, folds, seed):
+    for test in stratified_folds(labels, folds, seed, groups):
         train = np.setdiff1d(np.arange(len(labels)), test)
         aucs = [roc_auc_score(labels[train], ranks[train, a]) for a in range(ranks.shape[1])]
         best = int(np.argmax(aucs))
@@ -71,7 +73,7 @@ def best_per_fold(
         out_of_fold[test] = ranks[test, best]
         thresholds.append(threshold)
         chosen.append(best)
-    return summarise(labels, out_of_fold, calls, thresholds, seed, bootstrap, chosen)
+    return summarise(labels, out_of_fold, calls, thresholds, seed, bootstrap, chosen, groups=groups)
 
 
 # --- the checks ----------------------------------------------------------------------

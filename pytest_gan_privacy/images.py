@@ -52,6 +52,7 @@ from .medical import (
     read_image,
     read_medical_file,
 )
+from .orientation import orient
 from .runtime import cpu_budget
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -94,6 +95,9 @@ class ImageSet:
     # otherwise weigh twice in every number and pair up as "two distinct candidates"
     # that are identical, which blinds the near-copy threshold.
     duplicates: list[tuple[str, str]] = field(default_factory=list)
+    # how every decoded image is turned (orientation.ORIENTATIONS; 0: as stored): the
+    # orientation check's choice for the candidates
+    orientation: int = 0
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -487,8 +491,11 @@ def _box_reduce(img: Image.Image, size: int) -> Image.Image:
 class _DecodeDataset(Dataset):
     """Decodes one image per index; a bad file becomes an error string, not a crash."""
 
-    def __init__(self, sources: list[Path | FrameRef], size: int, channels: int):
+    def __init__(
+        self, sources: list[Path | FrameRef], size: int, channels: int, orientation: int = 0
+    ):
         self.sources, self.size, self.channels = sources, size, channels
+        self.orientation = orientation
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -496,7 +503,8 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, index: int):
         source = self.sources[index]
         try:
-            return decode_image(source, self.size, self.channels), index, ""
+            pixels = decode_image(source, self.size, self.channels)
+            return orient(pixels, self.orientation), index, ""
         except Exception as exc:  # noqa: BLE001 - every decoding failure is reported by file
             empty = torch.zeros(self.channels, self.size, self.size)
             return empty, index, _describe_decode_error(exc)
@@ -540,7 +548,7 @@ def iter_batches(
     workers = default_workers() if workers is None else workers
     positions = list(range(len(images))) if only is None else only
     loader = DataLoader(
-        _DecodeDataset([images.sources[i] for i in positions], size, channels),
+        _DecodeDataset([images.sources[i] for i in positions], size, channels, images.orientation),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers if positions else 0,

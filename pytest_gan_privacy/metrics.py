@@ -20,7 +20,7 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .errors import AuditInputError
 
@@ -69,10 +69,43 @@ def check_fold_counts(n_members: int, n_non_members: int, folds: int) -> None:
             )
 
 
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
-    """Test indices of each fold. Labels must be in a name-independent order."""
+def check_group_counts(labels: np.ndarray, groups: np.ndarray, folds: int) -> None:
+    """With patients, each class needs at least one patient per fold."""
+    for role, label in (("used", 1), ("not_used", 0)):
+        n = len(np.unique(groups[labels == label]))
+        if n < folds:
+            raise AuditInputError(
+                f"the {role} images come from {n} patient(s), but folds by patient need at "
+                f"least {folds} per class (one per fold): add {role} patients or lower the "
+                "number of folds (--folds, at least 2)"
+            )
+
+
+def stratified_folds(
+    labels: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Test indices of each fold. Labels must be in a name-independent order. With
+    `groups` (the patient of each candidate), all images of a patient fall in one fold
+    (StratifiedGroupKFold): a threshold fitted on a patient's other slices would flatter
+    the numbers."""
+    if groups is not None:
+        check_group_counts(np.asarray(labels), np.asarray(groups), folds)
+        grouped = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        split = grouped.split(np.zeros(len(labels)), labels, groups)
+        return [test for _train, test in split]
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return [test for _train, test in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def chance_over_limit(n_members: int, n_non_members: int, limit: float) -> float:
+    """The chance that a labels-blind guess calling as many candidates used as there are
+    members (the prevalence policy) gets an F1 over `limit`: TP is hypergeometric, and
+    F1 = TP / n_members. What the F1 limit means with this few units."""
+    from scipy.stats import hypergeom
+
+    n = n_members + n_non_members
+    needed = int(np.floor(limit * n_members)) + 1  # TP / n_members > limit
+    return float(hypergeom.sf(needed - 1, n, n_members, n_members))
 
 
 def prevalence_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -147,16 +180,24 @@ def chance_f1(labels: np.ndarray, calls: np.ndarray) -> float:
 
 
 def bootstrap_f1_interval(
-    labels: np.ndarray, calls: np.ndarray, rounds: int, rng: np.random.Generator
+    labels: np.ndarray,
+    calls: np.ndarray,
+    rounds: int,
+    rng: np.random.Generator,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float] | None:
     """95 % interval of F1 over candidates resampled within each class; None without
-    resamples (a zero-width "interval" would pass for a measured one).
+    resamples (a zero-width "interval" would pass for a measured one). With `groups`,
+    patients are resampled (all their images together): a patient's slices are not
+    independent draws, and resampling them one by one gives too narrow an interval.
 
     The out-of-fold calls are kept fixed: this is the sampling noise of the
     candidate set, the larger part of the uncertainty with a few hundred images.
     """
     if rounds == 0:
         return None
+    if groups is not None:
+        return _group_bootstrap(labels, calls, rounds, rng, np.asarray(groups))
     members, non_members = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     picks = np.concatenate(
         [
@@ -172,6 +213,29 @@ def bootstrap_f1_interval(
     return float(lo), float(hi)
 
 
+def _group_bootstrap(
+    labels: np.ndarray, calls: np.ndarray, rounds: int, rng: np.random.Generator, groups
+) -> tuple[float, float]:
+    """bootstrap_f1_interval with whole patients resampled within each class."""
+    codes, index = np.unique(groups, return_inverse=True)
+    member = np.zeros(len(codes), int)
+    np.maximum.at(member, index, labels)  # a patient is in one class (audit checks it)
+    tally = np.zeros((len(codes), 3))  # per patient: members, calls, true positives
+    np.add.at(tally, index, np.column_stack([labels, calls, labels & calls]).astype(float))
+    members, non_members = np.flatnonzero(member == 1), np.flatnonzero(member == 0)
+    picks = np.concatenate(
+        [
+            rng.choice(members, size=(rounds, len(members))),
+            rng.choice(non_members, size=(rounds, len(non_members))),
+        ],
+        axis=1,
+    )
+    y, c, tp = (tally[picks, k].sum(1) for k in range(3))
+    f1 = 2 * tp / np.maximum(y + c, 1)
+    lo, hi = np.quantile(f1, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
 def membership_metrics(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -179,9 +243,11 @@ def membership_metrics(
     folds: int = 5,
     seed: int = 0,
     bootstrap: int = 1000,
+    groups: np.ndarray | None = None,
 ) -> MembershipMetrics:
     """Every number of one attack: a threshold cross-fitted by `policy` over stratified
-    folds, the metrics of its out-of-fold calls, and the threshold-free ones.
+    folds (by patient with `groups`), the metrics of its out-of-fold calls, and the
+    threshold-free ones.
 
     `scores` (C,), higher = more likely a member; `labels` 1 for members (used), 0 for
     non-members. Both must be in a name-independent order (content-hash order), so
@@ -191,9 +257,9 @@ def membership_metrics(
     scores = np.asarray(scores, dtype=float)
     check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
     calls, thresholds = cross_fitted_calls(
-        scores, labels, stratified_folds(labels, folds, seed), policy
+        scores, labels, stratified_folds(labels, folds, seed, groups), policy
     )
-    return summarise(labels, scores, calls, thresholds, seed, bootstrap)
+    return summarise(labels, scores, calls, thresholds, seed, bootstrap, groups=groups)
 
 
 def summarise(
@@ -204,8 +270,10 @@ def summarise(
     seed: int,
     bootstrap: int,
     chosen: list[int] | None = None,
+    groups: np.ndarray | None = None,
 ) -> MembershipMetrics:
-    """The metrics of out-of-fold `calls` and of the `scores` they came from."""
+    """The metrics of out-of-fold `calls` and of the `scores` they came from (`groups`:
+    the interval resamples patients)."""
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, calls, average="binary", zero_division=0
     )
@@ -213,7 +281,7 @@ def summarise(
     rng = np.random.default_rng(seed)
     return MembershipMetrics(
         f1=float(f1),
-        f1_ci=bootstrap_f1_interval(labels, calls, bootstrap, rng),
+        f1_ci=bootstrap_f1_interval(labels, calls, bootstrap, rng, groups),
         chance_f1=chance_f1(labels, calls),
         accuracy=float((tp + tn) / len(labels)),
         precision=float(precision),

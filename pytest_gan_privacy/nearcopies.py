@@ -400,12 +400,25 @@ def augmented_copies(
     return (moved + torch.randn(moved.shape, generator=g) * recipe.noise).clamp(0, 1)
 
 
-def pick_canaries(member_hashes: list[str], count: int, seed: int) -> list[int]:
+def pick_canaries(
+    member_hashes: list[str], count: int, seed: int, groups: Sequence[object] | None = None
+) -> list[int]:
     """Which members to copy: chosen by hashed content, so names and order do not
-    matter; a content that occurs twice is picked once."""
+    matter; a content that occurs twice is picked once. With `groups` (the patient of
+    each member), one image of every patient before a second of any: copies of one
+    patient's neighbouring slices would test the detector on one anatomy only."""
     first = {h: i for i, h in reversed(list(enumerate(member_hashes)))}
     keys = {h: hashlib.sha256(f"canary:{seed}:{h}".encode()).hexdigest() for h in first}
-    return [first[h] for h in sorted(first, key=keys.__getitem__)[:count]]
+    ordered = sorted(first, key=keys.__getitem__)
+    if groups is not None:
+        taken: dict[object, int] = {}
+        rank = {}
+        for h in ordered:
+            g = groups[first[h]]
+            rank[h] = taken.get(g, 0)
+            taken[g] = rank[h] + 1
+        ordered = sorted(ordered, key=lambda h: (rank[h], keys[h]))
+    return [first[h] for h in ordered[:count]]
 
 
 @dataclass

@@ -613,10 +613,14 @@ def gan_audit_settings(request: pytest.FixtureRequest) -> AuditSettings:
 def gan_generated_samples(gan_audit_settings: AuditSettings):
     """The generated images (an ImageSet: paths and content hashes, in hash order)."""
     from .images import load_image_set
+    from .medical import DecodeOptions
 
     try:
         return load_image_set(
-            gan_audit_settings.generated, "generated", gan_audit_settings.skip_bad_images
+            gan_audit_settings.generated,
+            "generated",
+            gan_audit_settings.skip_bad_images,
+            DecodeOptions.from_settings(gan_audit_settings),
         )
     except AuditInputError as exc:
         _fail(exc)

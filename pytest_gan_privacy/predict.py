@@ -55,6 +55,7 @@ from .encoders import WORKING_SIZE
 from .errors import AuditInputError, printable
 from .files import GENERATOR, atomic_write, cache_folder, check_cache_folder
 from .images import ImageSet, load_image_set, load_pixels
+from .medical import DecodeOptions, read_groups_file
 from .metrics import (
     MembershipMetrics,
     check_fold_counts,
@@ -63,6 +64,14 @@ from .metrics import (
     stratified_folds,
     summarise,
 )
+from .orientation import (
+    SAMPLE_GENERATED,
+    check_orientation,
+    orient,
+    orientation_warning,
+    sample_positions,
+)
+from .patients import candidate_patients
 from .runtime import Progress, cpu_threads, no_progress, resolve_device
 from .settings import PredictSettings, check_predict_paths
 
@@ -93,8 +102,8 @@ def max_f1_calls(train: np.ndarray, labels: np.ndarray, test: np.ndarray) -> np.
 
 
 # The rules benchmarks/predict.py compares; RULE is the one predict uses (the module's
-# docstring says why: it ties the others with the development set's member fraction
-# and keeps its F1 when the candidates have another).
+# docstring says why: it ties the rank rule when the candidates have the development
+# set's member fraction and keeps its F1 when they have another; max-F1's F1 is chance).
 TRANSFER_RULES: dict[str, TransferRule] = {
     "prevalence": prevalence_calls,
     "score threshold": threshold_calls,
@@ -115,24 +124,26 @@ def cross_fitted_estimate(
     folds: int = 5,
     seed: int = 0,
     bootstrap: int = 1000,
+    groups: np.ndarray | None = None,
 ) -> MembershipMetrics:
     """What to expect of the calls: each fold of the development set is called as the
     unlabelled images will be, by the attack chosen on the other folds and `rule`
     fitted there. `columns` (C, A): every attack's development scores. The AUC is of
-    the chosen attacks' ranks over the development set (comparable across folds)."""
+    the chosen attacks' ranks over the development set (comparable across folds).
+    `groups` (the patient of each image): folds and interval by patient, as the audit's."""
     labels = np.asarray(labels, int)
     check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
     ranks = np.column_stack([rankdata(c) / len(c) for c in np.asarray(columns, float).T])
     calls = np.zeros(len(labels), bool)
     out_of_fold = np.zeros(len(labels))
     chosen = []
-    for test in stratified_folds(labels, folds, seed):
+    for test in stratified_folds(labels, folds, seed, groups):
         train = np.setdiff1d(np.arange(len(labels)), test)
         best = best_attack(columns[train], labels[train])
         calls[test] = rule(columns[train, best], labels[train], columns[test, best])
         out_of_fold[test] = ranks[test, best]
         chosen.append(best)
-    return summarise(labels, out_of_fold, calls, [], seed, bootstrap, chosen)
+    return summarise(labels, out_of_fold, calls, [], seed, bootstrap, chosen, groups)
 
 
 @dataclass(repr=False)
@@ -170,7 +181,9 @@ class Prediction:
 
     @property
     def predicted_fraction(self) -> float:
-        return float(self.calls.mean())
+        """The fraction of candidate files called used (copies included)."""
+        rows = self.rows()
+        return sum(call for _, call, _ in rows) / max(len(rows), 1)
 
     def rows(self) -> list[tuple[str, int, float]]:
         """(file name, call, score) per candidate file, sorted by name; a copy of a
@@ -179,7 +192,11 @@ class Prediction:
         by_id = {
             i: (int(c), float(s)) for i, c, s in zip(ids, self.calls, self.scores, strict=True)
         }
-        for copy, kept in self.candidates.duplicates:
+        twin = dict(self.candidates.duplicates)
+        for copy in twin:
+            kept = copy
+            while kept not in by_id:  # a copy of a file whose pixels another one has
+                kept = twin[kept]
             by_id[copy] = by_id[kept]
         return sorted((name, call, score) for name, (call, score) in by_id.items())
 
@@ -218,7 +235,7 @@ class Prediction:
                 "scored": len(self.candidates),
                 "copies": len(self.candidates.duplicates),
                 "predicted_used": sum(call for _, call, _ in rows),
-                "predicted_fraction": sum(call for _, call, _ in rows) / max(len(rows), 1),
+                "predicted_fraction": self.predicted_fraction,
                 "skipped": sorted(str(p) for p in self.candidates.skipped),
                 "manifest_sha256": self.candidates.manifest_sha256(),
             },
@@ -354,9 +371,13 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
     device = resolve_device(audit.device)
 
     # load: the audit's rules for the development set, and the candidates beside it
-    generated = load_image_set(audit.generated, "generated", audit.skip_bad_images)
+    options = DecodeOptions.from_settings(audit)
+    generated = load_image_set(audit.generated, "generated", audit.skip_bad_images, options)
     development = load_candidates(audit)
-    candidates = load_image_set(settings.candidates, CANDIDATES, audit.skip_bad_images)
+    groups = None if audit.groups is None else read_groups_file(audit.groups)
+    candidates = load_image_set(
+        settings.candidates, CANDIDATES, audit.skip_bad_images, options, groups
+    )
     reference = load_reference(audit, development)
     if reference is not None:
         mine = set(candidates.hashes)
@@ -374,6 +395,16 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
     development, dev_pixels = unique_candidate_pixels(development, audit)
     check_no_non_member_generated(generated, development, dev_pixels)
     candidates, cand_pixels = unique_unlabelled(candidates, development, dev_pixels, audit)
+    pixels = torch.cat([dev_pixels, cand_pixels])
+    # the audit's orientation check, on every image scored (labels-blind)
+    sample = generated.subset(sample_positions(len(generated), SAMPLE_GENERATED))
+    oriented = check_orientation(
+        pixels, load_pixels(sample, WORKING_SIZE, audit.batch_size, audit.workers)
+    )
+    if oriented.turned:
+        for images in (development.members, development.non_members, candidates):
+            images.orientation = oriented.index
+        pixels = orient(pixels, oriented.index)
     clock.lap("load")
 
     # score every image at once, labels-blind (the audit's pipeline)
@@ -383,7 +414,7 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
         audit,
         generated,
         pools,
-        torch.cat([dev_pixels, cand_pixels]),
+        pixels,
         reference,
         device,
         cache,
@@ -397,9 +428,16 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
 
     # choose on the development set only, then call the candidates
     labels = development.labels
+    patients = candidate_patients(development.groups, development.hashes, labels)
     rule = TRANSFER_RULES[RULE]
     estimate = cross_fitted_estimate(
-        dev_columns, labels, rule, audit.folds, audit.seed, audit.bootstrap
+        dev_columns,
+        labels,
+        rule,
+        audit.folds,
+        audit.seed,
+        audit.bootstrap,
+        None if patients is None else patients.index,
     )
     best = best_attack(dev_columns, labels)
     calls = rule(dev_columns[:, best], labels, cand_columns[:, best])
@@ -420,7 +458,11 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
         timings=clock.total(),
         versions=versions(),
     )
-    prediction.warnings = predict_warnings(prediction) + ([] if cache is None else cache.warnings)
+    prediction.warnings = (
+        ([orientation_warning(oriented)] if oriented.turned else [])
+        + predict_warnings(prediction)
+        + ([] if cache is None else cache.warnings)
+    )
     return prediction
 
 
@@ -443,6 +485,14 @@ def predict_warnings(prediction: Prediction) -> list[str]:
         out.append(
             f"the expected F1's interval ({m.f1_ci[0]:.3f}-{m.f1_ci[1]:.3f}) reaches its "
             f"chance level {m.chance_f1:.3f}: the calls may be no better than a guess"
+        )
+    known = {g for g in dev.groups if g is not None}
+    shared = sum(g is not None and g in known for g in prediction.candidates.groups)
+    if shared:
+        out.append(
+            f"{shared} candidate(s) belong to patients with development images: their "
+            "patient's membership is known there, and their calls may not show what the "
+            "attack finds in an image alone"
         )
     copies = prediction.candidates.duplicates
     if copies:

@@ -37,14 +37,18 @@ def templates_dir() -> Path:
     raise FileNotFoundError("the report templates are missing from this installation")
 
 
-def thumbnail_uri(path: Path, size: int = THUMBNAIL_PX) -> str:
-    """A small grey PNG of an image as a data: URI (decoded like the audit decodes it)."""
+def thumbnail_uri(source, size: int = THUMBNAIL_PX) -> str:
+    """A small grey PNG of an image as a data: URI (decoded like the audit decodes it):
+    `source` is an image file's path, or a medical.FrameRef (a DICOM frame, a NIfTI
+    slice: ImageSet.sources)."""
     import numpy as np
     from PIL import Image
 
     from .images import decode_image
+    from .medical import FrameRef
 
-    pixels = decode_image(Path(path).read_bytes(), size, 1)[0].numpy()
+    data = source if isinstance(source, FrameRef) else Path(source).read_bytes()
+    pixels = decode_image(data, size, 1)[0].numpy()
     buffer = io.BytesIO()
     Image.fromarray((pixels * 255).round().astype(np.uint8), mode="L").save(
         buffer, "PNG", optimize=True
@@ -95,17 +99,18 @@ def render_html(result) -> str:
     # indices of the highest scores; ties stay in content-hash order
     riskiest_first = sorted(range(len(rows)), key=lambda i: -rows[i]["score"])
     riskiest = riskiest_first[:RISKIEST]
-    generated = dict(zip(result.generated.ids, result.generated.paths, strict=True))
+    generated = dict(zip(result.generated.ids, result.generated.sources, strict=True))
     shown = {n["id"] for i in riskiest for n in rows[i]["nearest_generated"]}
     near_copies = (data["near_copies"] or {"pairs": []})["pairs"][:NEAR_COPIES_SHOWN]
     shown |= {pair["generated"] for pair in near_copies}
-    exposed_ids = set((data["exposure"] or {"exposed": []})["exposed"])
+    ex = data["exposure"] or {"exposed": []}
+    exposed_ids = set(ex.get("exposed_images", ex["exposed"]))  # per patient: their images
     exposed = [i for i in riskiest_first if rows[i]["id"] in exposed_ids][:EXPOSED_SHOWN]
     shown |= {n["id"] for i in exposed for n in rows[i]["nearest_generated"]}
     thumbnails = {g: thumbnail_uri(generated[g]) for g in sorted(shown)}
     real_thumbnails = {}
     if result.settings.report_real_thumbnails:
-        real = result.candidates.members.paths + result.candidates.non_members.paths
+        real = result.candidates.members.sources + result.candidates.non_members.sources
         real_thumbnails = {rows[i]["id"]: thumbnail_uri(real[i]) for i in riskiest}
     return env.get_template("report.html.j2").render(
         r=data,

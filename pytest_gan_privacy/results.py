@@ -34,8 +34,15 @@ def interval_text(ci: tuple[float, float] | list[float] | None) -> str:
 def summary_line(result: AuditResult) -> str:
     """One line: verdict, F1 with interval and chance, limit, AUC, near-copies, power."""
     m, power = result.gate, result.power
+    unit = ""
+    if result.patient_level is not None:
+        p, image = result.patient_level.patients, result.image_gate
+        unit = (
+            f" per patient ({p.n_used} used, {p.n_not_used} not_used patients; per image "
+            f"F1 {image.f1:.3f}, AUC {image.auc:.3f})"
+        )
     return (
-        f"{result.verdict}: leakage F1 {m.f1:.3f} ({interval_text(m.f1_ci)}, "
+        f"{result.verdict}: leakage F1{unit} {m.f1:.3f} ({interval_text(m.f1_ci)}, "
         f"chance {m.chance_f1:.3f}) vs limit {result.settings.max_f1:.3f}; "
         f"AUC {m.auc:.3f}; {len(result.near_copies or [])} near-copies; power check "
         f"{power.found if power else 0}/{power.planted if power else 0}"
@@ -48,8 +55,9 @@ def exposure_line(result: AuditResult) -> str | None:
     e = result.exposure
     if e is None:
         return None
+    who = "members" if result.patient_level is None else "member patients"
     return (
-        f"  {e.members_exposed} of {e.n_members} members exposed at {e.fpr:.1%} FPR "
+        f"  {e.members_exposed} of {e.n_members} {who} exposed at {e.fpr:.1%} FPR "
         f"(expected by chance: {e.expected_by_chance:.1f}, p = {e.p_value:.2g}); "
         f"{e.non_members_exposed} of {e.n_non_members} non-members"
     )
@@ -134,7 +142,16 @@ def exposure_json(result: AuditResult) -> dict | None:
     if e is None:
         return None
     ids, alpha = result.candidates.ids, result.settings.exposure_alpha
+    extra = {}
+    if result.patient_level is not None:  # exposure counts patients: name them, and their images
+        patients = result.patient_level.patients
+        ids = patients.labels
+        exposed = set(e.exposed)
+        extra["exposed_images"] = [
+            cid for c, cid in enumerate(result.candidates.ids) if int(patients.index[c]) in exposed
+        ]
     return {
+        "unit": result.membership_unit,
         "fpr": e.fpr,
         "achieved_fpr": e.achieved_fpr,
         "members_exposed": e.members_exposed,
@@ -149,6 +166,7 @@ def exposure_json(result: AuditResult) -> dict | None:
         "exposed": [ids[i] for i in e.exposed],
         "exposed_by_near_copy": [ids[i] for i in e.by_near_copy],
         "thresholds": e.thresholds,
+        **extra,
     }
 
 
@@ -159,6 +177,7 @@ def candidate_rows(result: AuditResult) -> list[dict]:
     gate = result.attacks[result.gating_attack]
     evidence = gate.scores
     generated_ids = result.generated.ids
+    patients = None if result.patient_level is None else result.patient_level.patients
     rows = []
     for i, (cid, sha, label) in enumerate(
         zip(result.candidates.ids, result.candidates.hashes, result.candidates.labels, strict=True)
@@ -168,6 +187,7 @@ def candidate_rows(result: AuditResult) -> list[dict]:
                 "id": cid,
                 "sha256": sha[:SHORT_HASH],
                 "label": "used" if label else "not_used",
+                **({} if patients is None else {"patient": patients.label_of(i)}),
                 "score": float(gate.scores.scores[i]),
                 "called_used": bool(gate.metrics.calls[i]),
                 "attack_scores": {n: float(a.scores.scores[i]) for n, a in result.attacks.items()},
@@ -184,6 +204,56 @@ def candidate_rows(result: AuditResult) -> list[dict]:
     return rows
 
 
+def image_level_json(result: AuditResult) -> dict:
+    """The gate's numbers per image (with patients: folds and intervals by patient)."""
+    m = result.image_gate
+    return {
+        "f1": m.f1,
+        "f1_ci": None if m.f1_ci is None else list(m.f1_ci),
+        "chance_f1": m.chance_f1,
+        "auc": m.auc,
+        "tpr_at_1pct_fpr": m.tpr_at_1pct_fpr,
+        "tpr_at_0_1pct_fpr": m.tpr_at_0_1pct_fpr,
+        "confusion": m.confusion,
+    }
+
+
+def patients_json(result: AuditResult) -> list[dict] | None:
+    """One row per patient (opaque label, privacy.py): membership, images, the gate's
+    patient score and out-of-fold call."""
+    if result.patient_level is None:
+        return None
+    level = result.patient_level
+    p, m = level.patients, level.gate
+    return [
+        {
+            "patient": p.labels[i],
+            "label": "used" if p.membership[i] else "not_used",
+            "images": int(p.images[i]),
+            "score": float(m.scores[i]),
+            "called_used": bool(m.calls[i]),
+        }
+        for i in range(len(p))
+    ]
+
+
+def orientation_json(result: AuditResult) -> dict | None:
+    """The orientation check: what was chosen, and each orientation's similarity."""
+    from .orientation import ORIENTATIONS
+
+    o = result.orientation
+    if o is None:
+        return None
+    return {
+        "chosen": o.name,
+        "turned": o.turned,
+        "t_statistic": o.t_statistic,
+        "similarity": dict(zip(ORIENTATIONS, o.similarity, strict=True)),
+        "sampled_candidates": o.candidates,
+        "sampled_generated": o.generated,
+    }
+
+
 def skipped_images(result: AuditResult) -> list[dict]:
     """Images left out as unreadable (skip_bad_images), with the reason."""
     sets = (result.generated, result.candidates.members, result.candidates.non_members)
@@ -198,6 +268,7 @@ def result_json(result: AuditResult) -> dict:
     """The JSON result: the gate's numbers at the top level, then the details. NaN and
     infinity (not JSON) are written as null."""
     m = result.gate
+    patients = None if result.patient_level is None else result.patient_level.patients
     data = {
         "generator": GENERATOR,
         "created": result.created,
@@ -222,6 +293,13 @@ def result_json(result: AuditResult) -> dict:
         "n_generated": len(result.generated),
         "n_used": len(result.candidates.members),
         "n_not_used": len(result.candidates.non_members),
+        "membership_unit": result.membership_unit,
+        "n_used_patients": None if patients is None else patients.n_used,
+        "n_not_used_patients": None if patients is None else patients.n_not_used,
+        "patient_score": None if result.patient_level is None else result.patient_level.rule,
+        "image_level": image_level_json(result),
+        "patients": patients_json(result),
+        "orientation": orientation_json(result),
         "features": result.settings.features,
         "encoder": result.encoder,
         "device": result.device,

@@ -539,9 +539,7 @@ def check_input_paths(settings: AuditSettings) -> None:
 # The audit's options that `gan-privacy predict` takes as they are: its inputs, how
 # images are read and scored, and the cross-fitting of the development estimate. The
 # gate's (limit, near-copy and exposure checks, power check) and the report's do not
-# apply: predict gives calls, not a verdict. DICOM and NIfTI files are read as the
-# audit reads them (images.load_image_set, the headers' windows): the window and slice
-# options join when the audit's loading passes them on.
+# apply: predict gives calls, not a verdict.
 PREDICT_SHARED = (
     "generated",
     "used",
@@ -562,6 +560,11 @@ PREDICT_SHARED = (
     "cache_dir",
     "no_cache",
     "reference",
+    "window",
+    "slice_axis",
+    "slice_range",
+    "volume",
+    "groups",
 )
 
 

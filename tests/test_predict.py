@@ -113,15 +113,21 @@ def test_calls_do_not_depend_on_the_candidates_names(release, tmp_path):
     assert {sha(folder / n): c for n, c in read_csv(second)} == by_content
 
 
-def test_a_copy_among_the_candidates_gets_its_twins_call(release, tmp_path, capsys):
+def test_copies_among_the_candidates_get_their_twins_call(release, tmp_path, capsys):
+    """The same bytes, and the same pixels in another format: one image, one call.
+    The BMP comes first in content order, so the PNG's byte copy points to a PNG that
+    is itself a copy (of the BMP)."""
     root, _ = release
     folder = root / "candidates"
-    original = sorted(folder.iterdir())[0]
+    for original in sorted(folder.iterdir()):
+        Image.open(original).save(folder / "zz-copy.bmp")
+        if sha(folder / "zz-copy.bmp") < sha(original):
+            break
     shutil.copy(original, folder / "zz-copy.png")
     out = tmp_path / "predictions.csv"
     assert main([*predict_args(root, out), *FAST]) == 0
     calls = dict(read_csv(out))
-    assert calls["zz-copy.png"] == calls[original.name]
+    assert calls["zz-copy.png"] == calls["zz-copy.bmp"] == calls[original.name]
     assert "copies of another candidate" in capsys.readouterr().out
 
 
@@ -232,3 +238,86 @@ def test_skipped_candidate_files_have_no_line_and_are_named(release, tmp_path, c
     assert main([*predict_args(root, out), "--skip-bad-images", *FAST]) == 0
     assert [name for name, _ in read_csv(out)] == sorted(hidden)
     assert "1 unreadable candidate file(s) were skipped" in capsys.readouterr().out
+
+
+def write_dicom_slice(path: Path, pixels: np.ndarray) -> None:
+    """An 8-bit CT slice whose header window shows 0-255 as they are."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "CT", "P1"
+    ds.set_pixel_data(pixels, "MONOCHROME2", 8)
+    ds.WindowCenter, ds.WindowWidth = 127.5, 256
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_candidates_get_the_calls_of_their_png_twins(leaky, tmp_path):
+    """Formats: the candidates as DICOM files (any name, found by content) are called
+    as the same slices as PNG are."""
+    root, _ = leaky
+    png = tmp_path / "png.csv"
+    assert main([*predict_args(root, png), *FAST]) == 0
+    release = tmp_path / "release"
+    shutil.copytree(root, release, ignore=shutil.ignore_patterns("candidates"))
+    (release / "candidates").mkdir()
+    for path in sorted((root / "candidates").iterdir()):
+        write_dicom_slice(release / "candidates" / f"{path.stem}.dcm", np.array(Image.open(path)))
+    dicom = tmp_path / "dicom.csv"
+    assert main([*predict_args(release, dicom), *FAST]) == 0
+    assert [(Path(n).stem, c) for n, c in read_csv(dicom)] == [
+        (Path(n).stem, c) for n, c in read_csv(png)
+    ]
+
+
+def write_groups(root: Path, shared_with_candidate: bool = False) -> Path:
+    """A groups CSV: two images per patient in each folder; optionally the first
+    candidate is a patient of the used folder."""
+    lines = []
+    for folder in ("real/used", "real/not_used", "candidates"):
+        for i, path in enumerate(sorted((root / folder).iterdir())):
+            lines.append(f"{folder}/{path.name},{folder}-{i // 2}")
+    if shared_with_candidate:
+        first = next(i for i, line in enumerate(lines) if line.startswith("candidates/"))
+        lines[first] = lines[first].split(",")[0] + ",real/used-0"
+    csv_path = root / "groups.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    return csv_path
+
+
+def test_patients_set_the_folds_and_a_shared_patient_is_named(release, tmp_path, capsys):
+    root, hidden = release
+    groups = write_groups(root, shared_with_candidate=True)
+    out = tmp_path / "p.csv"
+    assert (
+        main(
+            [
+                *predict_args(root, out),
+                "--groups",
+                str(groups),
+                *FAST,
+                "--json",
+                str(tmp_path / "p.json"),
+            ]
+        )
+        == 0
+    )
+    assert [name for name, _ in read_csv(out)] == sorted(hidden)
+    text = capsys.readouterr().out
+    assert "1 candidate(s) belong to patients with development images" in text
+    assert json.loads((tmp_path / "p.json").read_text())["settings"]["groups"] == str(groups)
+
+
+def test_a_patient_in_used_and_not_used_is_refused(release, tmp_path, capsys):
+    root, _ = release
+    groups = write_groups(root)
+    text = groups.read_text().replace("real/not_used-0\n", "real/used-0\n")
+    groups.write_text(text)
+    assert main([*predict_args(root, tmp_path / "p.csv"), "--groups", str(groups), *FAST]) == 2
+    assert "in both used and not_used" in capsys.readouterr().err
