@@ -63,10 +63,17 @@ def exposure_line(result: AuditResult) -> str | None:
     )
 
 
+def failure_lines(result: AuditResult) -> list[str]:
+    """Why a FAIL fails, one check per line: the F1 may be under its limit while
+    another check (near-copies, exposure, power) fails the release."""
+    return [f"  fails because {why}" for why in result.failures]
+
+
 def summary_lines(result: AuditResult) -> list[str]:
-    """The summary line, then exposure and the details: what the terminal shows."""
-    lines = [summary_line(result), exposure_line(result), details_line(result)]
-    return [line for line in lines if line is not None]
+    """The summary line, why it fails, then exposure and the details: what the
+    terminal shows."""
+    lines = [summary_line(result), *failure_lines(result), exposure_line(result)]
+    return [line for line in [*lines, details_line(result)] if line is not None]
 
 
 def details_line(result: AuditResult) -> str:

@@ -50,6 +50,18 @@ def test_exit_status_1_for_a_leak(leaky_release, tmp_path: Path, capsys):
     assert (tmp_path / "numbers.json").is_file()
 
 
+def test_a_fail_under_the_f1_limit_says_which_check_failed(leaky_release, tmp_path, capsys):
+    """With the F1 under its limit, "FAIL: leakage F1 0.5 ... vs limit 0.99" alone reads
+    as a contradiction: the lines under it name the checks that failed."""
+    args = [*audit_args(leaky_release), "--max-f1", "0.99", "--workers", "0", "--quiet"]
+    code = main(["audit", *args, "--report", str(tmp_path / "r.html")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1 and out[0].startswith("FAIL: leakage F1")
+    reasons = [line for line in out if line.startswith("  fails because ")]
+    assert reasons and not any("over the limit" in line for line in reasons)
+    assert any("near-copy" in line or "exposed" in line for line in reasons)
+
+
 def test_exit_status_2_for_a_missing_folder_without_traceback(tmp_path: Path, capsys):
     (tmp_path / "u").mkdir()
     (tmp_path / "n").mkdir()

@@ -286,3 +286,16 @@ def test_without_bootstrap_no_interval_is_shown_as_one(clean_release):
     shown = [text for key, text in page.numbers if key.endswith("f1_ci")]
     assert shown and set(shown) == {"no interval (bootstrap off)"}
     assert not any(key.endswith(("f1_ci.0", "f1_ci.1")) for key, _ in page.numbers)
+
+
+def test_a_fail_under_the_f1_limit_names_its_checks_in_the_verdict(leaky_release):
+    """A release failed by its near-copies or exposure while its F1 is under the limit
+    read "leakage F1 0.49 over the limit 0.60": the verdict says within, and why it fails."""
+    result = run_audit(settings_for(leaky_release, features="pixels", max_f1=0.99))
+    assert not result.passed and result.gate.f1 <= 0.99
+    html = render_html(result)
+    verdict = html[html.index('id="verdict"') : html.index('id="metrics"')]
+    assert "within the limit" in verdict and "over the limit" not in verdict
+    items = re.findall(r"<li>fails because (.*?)</li>", verdict)
+    assert len(items) == len(result.failures) >= 1
+    assert "better than the limit allows: the release leaks" not in verdict
