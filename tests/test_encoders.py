@@ -69,6 +69,8 @@ class _Exploit:
         return (print, ("pwned",))
 
 
+# torch warns about the hostile file's pickle protocol before refusing it: expected here
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_pickled_objects_are_refused_not_run(tmp_path: Path, capsys):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
