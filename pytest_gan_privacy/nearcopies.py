@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from .encoders import FixedEncoder
 from .similarity import Rows, as_rows, merge_top_k
-from .structure import crop, local_structure
+from .structure import WINDOW, crop, local_structure, structure_of_tiles
 
 MAX_SHIFT = 3  # pixels at the 64 px working size (about 5 % of the image)
 ANGLES = (-3.0, 0.0, 3.0)  # degrees
@@ -59,47 +59,92 @@ def rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
 
 
 def transformed_crops(images: torch.Tensor) -> torch.Tensor:
-    """Local-structure features of every shifted and rotated crop: (T, N, D)."""
-    out = []
-    for degrees in ANGLES:
-        turned = rotate(images, degrees)
-        for dy in range(-MAX_SHIFT, MAX_SHIFT + 1):
-            for dx in range(-MAX_SHIFT, MAX_SHIFT + 1):
-                out.append(local_structure(crop(turned, MAX_SHIFT, dy, dx)))
-    return torch.stack(out)
+    """Local-structure features of every shifted and rotated crop: (T, N, D), transform
+    t = (angle, dy, dx) in that order; each is local_structure(crop(rotate(images, angle),
+    MAX_SHIFT, dy, dx)). The tiles of all of an angle's shifts are gathered in one copy
+    (a strided view of the turned images) and normalised in one call: small calls are
+    slow (threads wake for each), and this is the scan's bank, built per candidate block."""
+    n, _, h, w = images.shape
+    side, tiles = 2 * MAX_SHIFT + 1, ((h - 2 * MAX_SHIFT) // WINDOW, (w - 2 * MAX_SHIFT) // WINDOW)
+    per_angle = side * side * n
+    out = torch.empty((len(ANGLES) * per_angle, WINDOW * WINDOW * tiles[0] * tiles[1]))
+    for a, degrees in enumerate(ANGLES):
+        turned = rotate(images, degrees).float().contiguous()
+        sn, _, sy, sx = turned.stride()
+        # (dy, dx, image, row in tile, column in tile, tile row, tile column)
+        shape = (side, side, n, WINDOW, WINDOW, tiles[0], tiles[1])
+        strides = (sy, sx, sn, sy, sx, WINDOW * sy, WINDOW * sx)
+        grid = turned.as_strided(shape, strides)
+        flat = grid.reshape(per_angle, WINDOW * WINDOW, tiles[0] * tiles[1])
+        structure_of_tiles(flat, out=out[a * per_angle : (a + 1) * per_angle])
+    return out.view(len(ANGLES) * side * side, n, -1)
 
 
 N_TRANSFORMS = len(ANGLES) * (2 * MAX_SHIFT + 1) ** 2
 
 
 def _bank(candidates: torch.Tensor, device) -> torch.Tensor:
-    """(D, T x cb) local-structure features of every transform of a few candidates."""
+    """(T x cb, D) local-structure features of every transform of a few candidates,
+    transform-major (a view of transformed_crops: no copy)."""
     bank = transformed_crops(candidates)  # (T, cb, D)
-    return bank.permute(2, 0, 1).reshape(bank.shape[2], -1).to(device)
+    return bank.reshape(-1, bank.shape[2]).to(device)
 
 
 def _best_over_transforms(features: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """(B, cb): each query's similarity to each candidate, maximised over its transforms."""
-    return (features @ bank).view(len(features), N_TRANSFORMS, -1).amax(dim=1)
+    return (features @ bank.T).view(len(features), N_TRANSFORMS, -1).amax(dim=1)
 
 
-def _robust_similarities(
-    queries: torch.Tensor, candidates: torch.Tensor, device, block: int, progress=None
-):
-    """Yield (q0, c0, (B, cb) similarities): each block of `generated_side` query
-    features (Q, D) against a block of candidates, maximised over the candidates'
-    transforms. One block of transformed candidates (CANDIDATE_BLOCK x T x D floats,
-    60 MB) is held at a time: all of them would cost 1.8 MB per candidate.
-    `progress(candidates done, candidates)` after each block of candidates."""
-    for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
-        if progress is not None:
-            progress(c0, len(candidates))
-        bank = _bank(candidates[c0 : c0 + CANDIDATE_BLOCK], device)
-        for q0 in range(0, len(queries), block):
-            features = queries[q0 : q0 + block].to(device)
-            yield q0, c0, _best_over_transforms(features, bank)
-    if progress is not None:
-        progress(len(candidates), len(candidates))
+# --- the bf16 screen ---------------------------------------------------------------
+# Where the CPU multiplies bf16 natively (AMX, AVX512-BF16: 7x its float32 rate), every
+# similarity is first computed in bf16, and only the pairs that can decide a result
+# (a candidate's best matches, a generated image's best match, the reference's pair)
+# are computed again in float32: the results are the float32 scan's, in a fifth of its
+# time. Not on CUDA: a GPU may sum bf16 products in bf16 (cuBLAS's reduced-precision
+# reductions), which the bound below does not cover, and its float32 scan is fast.
+BF16_ROUNDOFF = 2.0**-8
+
+
+def screen_margin(dim: int) -> float:
+    """A bound on |bf16 - float32| similarity of two unit vectors of `dim` numbers: both
+    inputs rounded to bf16 (2u + u^2, times sum |a_i b_i| <= 1 by Cauchy-Schwarz), the
+    float32 sums (dim x 2^-24) and the product rounded to bf16 (u, |similarity| <= 1.01).
+    With a max over transforms on both sides the bound holds for the max too."""
+    u = BF16_ROUNDOFF
+    return 2 * u + u * u + 1.01 * u + dim * 2.0**-24
+
+
+def screens(device: torch.device) -> bool:
+    from .runtime import use_bf16
+
+    return device.type == "cpu" and use_bf16(device)
+
+
+def _screen_bank(candidates: torch.Tensor, device) -> torch.Tensor:
+    """(cb x T, D) bf16 bank, candidate-major, so that the max over transforms reads
+    each candidate's T similarities in a row (2.5x faster than across them in bf16)."""
+    bank = transformed_crops(candidates)  # (T, cb, D)
+    out = torch.empty((bank.shape[1], bank.shape[0], bank.shape[2]), dtype=torch.bfloat16)
+    out.copy_(bank.transpose(0, 1))
+    return out.view(-1, bank.shape[2]).to(device)
+
+
+def _screened_best(features: torch.Tensor, bank: torch.Tensor, block: int = 4096):
+    """(B, cb) float32 values of the bf16 best-over-transforms similarities."""
+    out = torch.empty((len(features), bank.shape[0] // N_TRANSFORMS), device=features.device)
+    for i in range(0, len(features), block):
+        sims = features[i : i + block] @ bank.T  # (b, cb x T) bf16
+        out[i : i + block] = sims.view(len(sims), -1, N_TRANSFORMS).amax(dim=2)
+    return out
+
+
+def _exact_rows(features: torch.Tensor, rows: torch.Tensor | None, bank, block: int):
+    """(R, cb) float32 similarities of the given rows of `features` (all when None)."""
+    chosen = features if rows is None else features[rows]
+    parts = [
+        _best_over_transforms(chosen[i : i + block], bank) for i in range(0, len(chosen), block)
+    ]
+    return torch.cat(parts) if parts else chosen.new_zeros((0, bank.shape[0] // N_TRANSFORMS))
 
 
 @dataclass
@@ -135,10 +180,12 @@ class NearCopyEncoder(FixedEncoder):
 
 
 # Generated rows held at once by the scan, in blocks of `block` (8,192 x 3,136 floats,
-# 100 MB): the candidates' transforms are recomputed once per chunk, a few percent of
-# the scan, so that the generated side streams through once (from the cache packs or
-# the encoder) whatever its size.
+# 100 MB): the candidates' transforms are recomputed once per chunk (twice with the
+# screen), so that the generated side streams through once (from the cache packs or
+# the encoder) whatever its size. With the screen, a chunk's bf16 similarities to every
+# candidate are held too: at most SCREEN_FLOATS of them.
 CHUNK_BLOCKS = 16
+SCREEN_FLOATS = 1 << 25
 
 
 @torch.inference_mode()
@@ -149,6 +196,7 @@ def robust_scan(
     block: int = 512,
     k: int = 3,
     progress: Callable[[int, int], None] | None = None,
+    screen: bool | None = None,
 ) -> RobustScan:
     """Shift- and rotation-robust similarity of every generated image to every candidate.
 
@@ -156,35 +204,46 @@ def robust_scan(
     (similarity.Rows, read once); `candidates` the images (C, 1, H, W).
     sim(g, c) = max over transforms t of <f(crop(g)), f(t(c))>. Every candidate's
     matches are merged in generated order and every generated image's in candidate
-    order, so the result does not depend on the chunking.
+    order, so the result does not depend on the chunking. `screen` (default: where bf16
+    is native on a CPU) computes in float32 only the pairs that can be in a result.
     `progress(generated done, generated)` as the scan advances.
     """
     device = torch.device(device)
+    screen = screens(device) if screen is None else screen
     generated = as_rows(generated)
-    total = len(generated)
+    total, n = len(generated), len(candidates)
     k = min(k, total)
-    top = torch.full((len(candidates), k), -math.inf, device=device)
-    top_index = torch.zeros((len(candidates), k), dtype=torch.long, device=device)
+    top = torch.full((n, k), -math.inf, device=device)
+    top_index = torch.zeros((n, k), dtype=torch.long, device=device)
     best_parts, match_parts = [], []
     g_start = 0
+    rows = block * CHUNK_BLOCKS
+    if screen:
+        rows = max(block, min(rows, SCREEN_FLOATS // max(1, n)))
     if progress is not None:
         progress(0, total)
-    for chunk in generated.blocks(block * CHUNK_BLOCKS):
+    for chunk in generated.blocks(rows):
+        chunk = chunk.to(device)
         best = torch.full((len(chunk),), -math.inf, device=device)
         match = torch.zeros(len(chunk), dtype=torch.long, device=device)
-        for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
-            bank = _bank(candidates[c0 : c0 + CANDIDATE_BLOCK], device)
-            cols = slice(c0, c0 + bank.shape[1] // N_TRANSFORMS)
-            for q0 in range(0, len(chunk), block):
-                sims = _best_over_transforms(chunk[q0 : q0 + block].to(device), bank)
-                g0, rows = g_start + q0, slice(q0, q0 + len(sims))
-                v, i = sims.T.topk(min(k, len(sims)), dim=1)
-                merged = merge_top_k(top[cols], top_index[cols], v, i + g0, k)
-                top[cols], top_index[cols] = merged
-                value, index = sims.max(dim=1)
-                better = value > best[rows]  # ties: the first candidate keeps it
-                best[rows] = torch.where(better, value, best[rows])
-                match[rows] = torch.where(better, index + c0, match[rows])
+        needed = _needed_pairs(chunk, candidates, top, device) if screen else None
+        for c0 in range(0, n, CANDIDATE_BLOCK):
+            cols = slice(c0, min(n, c0 + CANDIDATE_BLOCK))
+            which = None
+            if needed is not None:
+                which = needed[:, cols].any(dim=1).nonzero().flatten()
+                if len(which) == 0:
+                    continue
+            sims = _exact_rows(chunk, which, _bank(candidates[cols], device), block)
+            at = torch.arange(len(chunk), device=device) if which is None else which
+            v, i = sims.T.topk(min(k, len(sims)), dim=1)
+            top[cols], top_index[cols] = merge_top_k(
+                top[cols], top_index[cols], v, at[i] + g_start, k
+            )
+            value, index = sims.max(dim=1)
+            better = value > best[at]  # ties: the first candidate keeps it
+            best[at] = torch.where(better, value, best[at])
+            match[at] = torch.where(better, index + c0, match[at])
         best_parts.append(best.cpu())
         match_parts.append(match.cpu())
         g_start += len(chunk)
@@ -200,6 +259,25 @@ def robust_scan(
     )
 
 
+def _needed_pairs(chunk, candidates, top, device) -> torch.Tensor:
+    """(B, C) which pairs of the chunk's rows and the candidates can be in the scan's
+    result, from their bf16 similarities: within twice the margin of a row's best, or
+    of what a candidate's k-th best match is known to be at least. Every other pair's
+    float32 similarity is below both, so leaving it out changes nothing."""
+    margin = screen_margin(chunk.shape[1])
+    features = chunk.to(torch.bfloat16)
+    approx = torch.empty((len(chunk), len(candidates)), device=device)
+    for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
+        cols = slice(c0, c0 + CANDIDATE_BLOCK)
+        approx[:, cols] = _screened_best(features, _screen_bank(candidates[cols], device))
+    row_floor = approx.amax(dim=1, keepdim=True) - 2 * margin
+    k = top.shape[1]
+    known = top[:, k - 1]  # the k-th best so far, exact
+    if len(chunk) >= k:  # k of this chunk's rows are at least their bf16 value - margin
+        known = torch.maximum(known, approx.topk(k, dim=0).values[k - 1] - margin)
+    return (approx >= row_floor) | (approx >= (known - margin)[None, :])
+
+
 TWIN_RANK = 2  # the reference skips each real image's most similar other candidate
 COPY_QUANTILE = 0.05  # the copy level: 95 % of standard copies of candidates score above it
 COPY_SIMILARITIES = 400  # at least this many copies set the copy level (several per candidate)
@@ -211,35 +289,54 @@ def real_pair_reference(
     device: torch.device | str = "cpu",
     groups: Sequence[object] | None = None,
     rank: int = TWIN_RANK,
+    screen: bool | None = None,
 ) -> tuple[float, tuple[int, int] | None]:
     """The largest `rank`-th best robust similarity of a candidate to the other
     candidates (to those of other patients, when `groups` says whose each is), and
-    which two candidates they are."""
+    which two candidates they are. With the screen (see robust_scan), every candidate's
+    `rank`-th best is found in bf16 and only the candidates within twice the margin of
+    the largest are measured again in float32."""
     device = torch.device(device)
-    n = len(candidates)
-    top = torch.full((n, rank), -math.inf, device=device)
-    ids = torch.zeros((n, rank), dtype=torch.long, device=device)
+    screen = screens(device) if screen is None else screen
     group_of = None
     if groups is not None and any(g is not None for g in groups):
         codes = {g: i for i, g in enumerate(dict.fromkeys(groups))}
         group_of = torch.tensor([codes[g] for g in groups], device=device)
-    for q0, c0, sims in _robust_similarities(generated_side(candidates), candidates, device, 256):
-        rows = torch.arange(q0, q0 + len(sims), device=device)[:, None]
-        cols = torch.arange(c0, c0 + sims.shape[1], device=device)[None, :]
-        same = rows == cols
-        if group_of is not None:
-            same = same | (group_of[rows] == group_of[cols])
-        sims = sims.masked_fill(same, -math.inf)
-        k = min(rank, sims.shape[1])
-        v, i = sims.topk(k, dim=1)
-        top[q0 : q0 + len(sims)], ids[q0 : q0 + len(sims)] = merge_top_k(
-            top[q0 : q0 + len(sims)], ids[q0 : q0 + len(sims)], v, i + c0, rank
-        )
-    kth = top[:, rank - 1]
+    queries = generated_side(candidates).to(device)
+    everyone = torch.arange(len(candidates), device=device)
+    if screen:
+        approx, _ = _kth_other(queries, everyone, candidates, group_of, rank, device, True)
+        if not torch.isfinite(approx).any():
+            return -math.inf, None
+        margin = screen_margin(queries.shape[1])
+        everyone = torch.nonzero(approx >= approx.max() - 2 * margin).flatten()
+    kth, ids = _kth_other(queries, everyone, candidates, group_of, rank, device, False)
     if not torch.isfinite(kth).any():
         return -math.inf, None
-    query = int(kth.argmax())
-    return float(kth[query]), (query, int(ids[query, rank - 1]))
+    best = int(kth.argmax())  # the first of equals, as over all candidates
+    return float(kth[best]), (int(everyone[best]), int(ids[best]))
+
+
+def _kth_other(queries, which, candidates, group_of, rank, device, screened):
+    """For the candidates `which`: the `rank`-th best similarity to another candidate
+    (of another patient), and which candidate it is; in bf16 when `screened`."""
+    top = torch.full((len(which), rank), -math.inf, device=device)
+    ids = torch.zeros((len(which), rank), dtype=torch.long, device=device)
+    features = queries[which].to(torch.bfloat16) if screened else queries[which]
+    for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
+        part = candidates[c0 : c0 + CANDIDATE_BLOCK]
+        if screened:
+            sims = _screened_best(features, _screen_bank(part, device))
+        else:
+            sims = _exact_rows(features, None, _bank(part, device), 256)
+        cols = torch.arange(c0, c0 + len(part), device=device)[None, :]
+        same = which[:, None] == cols
+        if group_of is not None:
+            same = same | (group_of[which][:, None] == group_of[cols])
+        sims = sims.masked_fill(same, -math.inf)
+        v, i = sims.topk(min(rank, sims.shape[1]), dim=1)
+        top, ids = merge_top_k(top, ids, v, i + c0, rank)
+    return top[:, rank - 1], ids[:, rank - 1]
 
 
 @torch.inference_mode()

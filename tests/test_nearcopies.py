@@ -2,9 +2,11 @@
 
 import math
 
+import pytest
 import torch
 from helpers import phantoms
 
+from pytest_gan_privacy import nearcopies
 from pytest_gan_privacy.nearcopies import (
     CANARY_LEVELS,
     COPY_QUANTILE,
@@ -19,6 +21,7 @@ from pytest_gan_privacy.nearcopies import (
     power_check,
     real_pair_reference,
     robust_scan,
+    screen_margin,
     transformed_crops,
 )
 
@@ -37,6 +40,46 @@ def test_blockwise_scan_equals_the_full_comparison():
     assert torch.equal(scan.generated_match, full.argmax(dim=1))
     assert torch.allclose(scan.candidate_best, full.amax(dim=0), atol=1e-5)
     assert torch.equal(scan.candidate_top_index, full.topk(3, dim=0).indices.T)
+
+
+def _release_with_copies():
+    """Generated images: copies (standard and hard) of some candidates among fresh ones,
+    so that near-ties at the top of the scan are many."""
+    candidates = phantoms(70, 1)  # three blocks of candidates
+    copies = augmented_copies(candidates[:12], seed=3)
+    hard = augmented_copies(candidates[5:17], seed=4, recipe=CANARY_LEVELS["hard"])
+    return torch.cat([phantoms(30, 0), copies, hard]), candidates
+
+
+def test_the_bf16_margin_bounds_the_error_of_every_similarity():
+    generated, candidates = _release_with_copies()
+    bank = transformed_crops(candidates)  # (T, C, D)
+    queries = generated_side(generated)
+    exact = torch.einsum("gd,tcd->gtc", queries.double(), bank.double())
+    rough = torch.einsum("gd,tcd->gtc", queries.bfloat16(), bank.bfloat16()).double()
+    assert (rough - exact).abs().max() < screen_margin(queries.shape[1])
+
+
+@pytest.mark.parametrize("chunk_blocks", [16, 1])  # one chunk; chunks of 16 rows
+def test_the_bf16_screen_gives_the_float32_scan(chunk_blocks, monkeypatch):
+    generated, candidates = _release_with_copies()
+    side = generated_side(generated)
+    exact = robust_scan(side, candidates, block=16, screen=False)
+    monkeypatch.setattr(nearcopies, "CHUNK_BLOCKS", chunk_blocks)
+    screened = robust_scan(side, candidates, block=16, screen=True)
+    assert torch.equal(screened.candidate_top_index, exact.candidate_top_index)
+    assert torch.equal(screened.generated_match, exact.generated_match)
+    assert torch.allclose(screened.candidate_top, exact.candidate_top, rtol=0, atol=1e-6)
+    assert torch.allclose(screened.generated_best, exact.generated_best, rtol=0, atol=1e-6)
+
+
+def test_the_bf16_screen_gives_the_float32_reference():
+    generated, candidates = _release_with_copies()
+    both = torch.cat([candidates, generated[30:42]])  # candidates with twins among them
+    for rank in (1, 2):
+        value, pair = real_pair_reference(both, rank=rank, screen=True)
+        exact_value, exact_pair = real_pair_reference(both, rank=rank, screen=False)
+        assert pair == exact_pair and value == pytest.approx(exact_value, abs=1e-6)
 
 
 def test_the_reference_is_the_largest_second_best_real_pair():

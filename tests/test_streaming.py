@@ -30,8 +30,12 @@ def test_the_near_copy_scan_does_not_depend_on_how_the_generated_side_is_chunked
     whole = robust_scan(generated, candidates, block=4)
     monkeypatch.setattr(nearcopies, "CHUNK_BLOCKS", 2)  # chunks of 8 rows: 5 of them
     chunked = robust_scan(TensorRows(generated), candidates, block=4)
-    for name in ("candidate_top", "candidate_top_index", "generated_best", "generated_match"):
+    for name in ("candidate_top_index", "generated_match"):
         assert torch.equal(getattr(whole, name), getattr(chunked, name)), name
+    # float32 similarities, each computed in a block of other rows: summed in another
+    # order, they may differ in the last bit
+    for name in ("candidate_top", "generated_best"):
+        assert torch.allclose(getattr(whole, name), getattr(chunked, name), rtol=0, atol=1e-6)
     assert len(chunked.generated_best) == 37
 
 
