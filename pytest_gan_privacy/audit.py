@@ -18,8 +18,8 @@ import torch
 
 from . import __version__
 from .attacks import AttackScores, near_copy_attack, space_attacks
-from .cache import TensorCache, open_cache
-from .distributed import SINGLE, World, join, local_device
+from .cache import TensorCache, cache_key, open_cache
+from .distributed import SINGLE, World, join, leave, local_device
 from .encoders import WORKING_SIZE, Encoder, feature_spaces
 from .errors import AuditInputError, printable
 from .exposure import Exposure, exposure
@@ -40,8 +40,10 @@ from .nearcopies import (
     CANARY_LEVELS,
     NearCopies,
     NearCopyEncoder,
+    NearCopyThreshold,
     PowerCheck,
     RobustScan,
+    detector_identity,
     find_near_copies,
     near_copy_threshold,
     pick_canaries,
@@ -57,7 +59,14 @@ from .orientation import (
     sample_positions,
 )
 from .patients import PATIENT_SCORE, Patients, candidate_patients, check_patients_apart, group_keys
-from .runtime import Progress, cpu_threads, no_progress, resolve_device
+from .runtime import (
+    Progress,
+    cpu_budget,
+    cpu_threads,
+    device_identity,
+    no_progress,
+    resolve_device,
+)
 from .settings import AuditSettings, check_input_paths
 from .similarity import TensorRows
 
@@ -440,8 +449,15 @@ def score_candidates(
                 cache,
             )
         clock.lap("encode generated (distributed)")
+        # that was the last collective: every rank leaves the process group now (a
+        # process that exits with it alive may abort in its threads' teardown)
+        leave()
         if not world.main:
             return None
+        # rank 0 goes on alone: it takes its machine's CPUs (the other ranks are done),
+        # which also makes its float32 sums those of a single process (a matrix
+        # multiply's last bit depends on its number of threads)
+        torch.set_num_threads(cpu_budget(alone=True))
 
     def stream(images: ImageSet, encoder: Encoder) -> FeatureStream | TensorRows:
         """The generated side, streamed: its features are never all in memory (under
@@ -478,20 +494,56 @@ def score_candidates(
         del gen, cand, ref
 
     # near-copies: the generated side is encoded (and cached) like any feature; the
-    # candidates' side needs their pixels, to shift and turn them
-    near_copy_side = stream(generated, near_copy_encoder)
-    pixels = candidate_pixels(WORKING_SIZE)
+    # candidates' side needs their pixels, to shift and turn them. The scan (generated x
+    # candidates x 147 transforms) is cached as a whole: a warm run skips it.
+    key = detector_key(device, [generated.hashes, *(p.hashes for p in pools)], pools[0])
+    stored = None if cache is None else cache.get("near-copy-scans", key)
     clock.lap("encode near-copy")
-    scan = robust_scan(
-        near_copy_side,
-        pixels,
-        device,
-        progress=lambda done, total: progress("near-copy scan (generated)", done, total),
-    )
+    if stored is not None:
+        scan = RobustScan(**stored)
+    else:
+        near_copy_side = stream(generated, near_copy_encoder)
+        scan = robust_scan(
+            near_copy_side,
+            candidate_pixels(WORKING_SIZE),
+            device,
+            progress=lambda done, total: progress("near-copy scan (generated)", done, total),
+        )
+        if cache is not None:
+            cache.put("near-copy-scans", key, scan.tensors())
     scored.append(near_copy_attack(scan))
     clock.lap("attacks near-copy")
-    clock.move(seconds_of(near_copy_side), "attacks near-copy", "encode near-copy")
+    if stored is None:
+        clock.move(seconds_of(near_copy_side), "attacks near-copy", "encode near-copy")
     return PoolScores(scored, scan, spaces)
+
+
+def detector_key(device: torch.device, hash_lists: list[list[str]], candidates: ImageSet, *more):
+    """The cache key of a near-copy scan or threshold: the images' hashes in order, how
+    the candidates are turned, the detector's settings, the device and the versions."""
+    digests = [hashlib.sha256("\n".join(h).encode()).hexdigest() for h in hash_lists]
+    return cache_key(
+        "near-copy",
+        detector_identity(device),
+        *device_identity(device),
+        __version__,
+        torch.__version__,
+        digests,
+        candidates.orientation,
+        *more,
+    )
+
+
+def cached_threshold(cache, key: str, compute) -> NearCopyThreshold:
+    """The near-copy threshold from the cache, or computed (C x C x 147 similarities)
+    and stored."""
+    stored = None if cache is None else cache.get("near-copy-thresholds", key)
+    if stored is not None:
+        return NearCopyThreshold.from_tensors(stored)
+    threshold = compute()
+    if cache is not None:
+        cache.put("near-copy-thresholds", key, threshold.tensors())
+    return threshold
 
 
 def _run(settings: AuditSettings, progress: Progress) -> AuditResult | None:
@@ -537,7 +589,11 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult | None:
     # with patients, pairs of one patient's slices do not set the near-copy reference
     keys = None if patients is None else group_keys(candidates.groups, candidates.hashes)
     # the copy level's copies use other seeds than the power check's canaries
-    threshold = near_copy_threshold(pixels, settings.seed + len(CANARY_LEVELS), device, keys)
+    level_seed = settings.seed + len(CANARY_LEVELS)
+    key = detector_key(device, [candidates.hashes], candidates.members, level_seed, keys)
+    threshold = cached_threshold(
+        cache, key, lambda: near_copy_threshold(pixels, level_seed, device, keys)
+    )
     near_copies = find_near_copies(scan, threshold)
     # members come first among the candidates: a member's index is its candidate index
     canaries = pick_canaries(

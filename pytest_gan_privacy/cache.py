@@ -1,4 +1,5 @@
-"""A content-addressed cache of named tensors: image features and trained weights.
+"""A content-addressed cache of named tensors: image features, trained weights and the
+near-copy scan and threshold.
 
 An entry is a safetensors file named by its key: the SHA-256 of everything that decides
 its numbers (for features: the image's content hash, the encoder's identity and

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from .encoders import FixedEncoder
 from .similarity import Rows, as_rows, merge_top_k
-from .structure import WINDOW, crop, local_structure, structure_of_tiles
+from .structure import LOCAL_STRUCTURE_C, WINDOW, crop, local_structure, structure_of_tiles
 
 MAX_SHIFT = 3  # pixels at the 64 px working size (about 5 % of the image)
 ANGLES = (-3.0, 0.0, 3.0)  # degrees
@@ -138,13 +138,18 @@ def _screened_best(features: torch.Tensor, bank: torch.Tensor, block: int = 4096
     return out
 
 
-def _exact_rows(features: torch.Tensor, rows: torch.Tensor | None, bank, block: int):
-    """(R, cb) float32 similarities of the given rows of `features` (all when None)."""
-    chosen = features if rows is None else features[rows]
-    parts = [
-        _best_over_transforms(chosen[i : i + block], bank) for i in range(0, len(chosen), block)
-    ]
-    return torch.cat(parts) if parts else chosen.new_zeros((0, bank.shape[0] // N_TRANSFORMS))
+def _exact_pairs(features: torch.Tensor, need: torch.Tensor, candidates, device):
+    """(B, cb) similarities of the `need`ed pairs of rows and candidates (-inf elsewhere),
+    in float64 and rounded to float32: the correctly rounded value, whatever the rows
+    around it (a float32 matrix multiply's last bit depends on its shape and threads,
+    and the pairs needed differ between runs that must agree, e.g. under torchrun)."""
+    sims = torch.full(need.shape, -math.inf, device=device)
+    bank = transformed_crops(candidates).to(device)  # (T, cb, D)
+    for j in need.any(dim=0).nonzero().flatten().tolist():
+        rows = need[:, j].nonzero().flatten()
+        transforms = bank[:, j].double()  # (T, D)
+        sims[rows, j] = (features[rows].double() @ transforms.T).amax(dim=1).float()
+    return sims
 
 
 @dataclass
@@ -160,6 +165,10 @@ class RobustScan:
     def candidate_best(self) -> torch.Tensor:
         """(C,) each candidate's best match: the near-copy attack's score."""
         return self.candidate_top[:, 0]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """As a cache entry (cache.TensorCache); RobustScan(**tensors) reads it back."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 def generated_side(images: torch.Tensor) -> torch.Tensor:
@@ -229,21 +238,24 @@ def robust_scan(
         needed = _needed_pairs(chunk, candidates, top, device) if screen else None
         for c0 in range(0, n, CANDIDATE_BLOCK):
             cols = slice(c0, min(n, c0 + CANDIDATE_BLOCK))
-            which = None
-            if needed is not None:
-                which = needed[:, cols].any(dim=1).nonzero().flatten()
-                if len(which) == 0:
-                    continue
-            sims = _exact_rows(chunk, which, _bank(candidates[cols], device), block)
-            at = torch.arange(len(chunk), device=device) if which is None else which
+            if needed is None:  # every pair, in float32
+                bank = _bank(candidates[cols], device)
+                sims = torch.cat(
+                    [
+                        _best_over_transforms(chunk[q : q + block], bank)
+                        for q in range(0, len(chunk), block)
+                    ]
+                )
+            elif needed[:, cols].any():
+                sims = _exact_pairs(chunk, needed[:, cols], candidates[cols], device)
+            else:
+                continue
             v, i = sims.T.topk(min(k, len(sims)), dim=1)
-            top[cols], top_index[cols] = merge_top_k(
-                top[cols], top_index[cols], v, at[i] + g_start, k
-            )
+            top[cols], top_index[cols] = merge_top_k(top[cols], top_index[cols], v, i + g_start, k)
             value, index = sims.max(dim=1)
-            better = value > best[at]  # ties: the first candidate keeps it
-            best[at] = torch.where(better, value, best[at])
-            match[at] = torch.where(better, index + c0, match[at])
+            better = value > best  # ties: the first candidate keeps it
+            best = torch.where(better, value, best)
+            match = torch.where(better, index + c0, match)
         best_parts.append(best.cpu())
         match_parts.append(match.cpu())
         g_start += len(chunk)
@@ -278,6 +290,22 @@ def _needed_pairs(chunk, candidates, top, device) -> torch.Tensor:
     return (approx >= row_floor) | (approx >= (known - margin)[None, :])
 
 
+def detector_identity(device: torch.device) -> dict:
+    """What decides the detector's numbers, beside the images: for cache keys of its
+    scan and threshold (with the versions and the device's identity)."""
+    return {
+        "max_shift": MAX_SHIFT,
+        "angles": ANGLES,
+        "window": WINDOW,
+        "structure_c": LOCAL_STRUCTURE_C,
+        "twin_rank": TWIN_RANK,
+        "copy_quantile": COPY_QUANTILE,
+        "copy_similarities": COPY_SIMILARITIES,
+        "copy_recipe": repr(CopyRecipe()),
+        "bf16_screen": screens(torch.device(device)),
+    }
+
+
 TWIN_RANK = 2  # the reference skips each real image's most similar other candidate
 COPY_QUANTILE = 0.05  # the copy level: 95 % of standard copies of candidates score above it
 COPY_SIMILARITIES = 400  # at least this many copies set the copy level (several per candidate)
@@ -304,31 +332,42 @@ def real_pair_reference(
         group_of = torch.tensor([codes[g] for g in groups], device=device)
     queries = generated_side(candidates).to(device)
     everyone = torch.arange(len(candidates), device=device)
+    precision = "float32"
     if screen:
-        approx, _ = _kth_other(queries, everyone, candidates, group_of, rank, device, True)
+        approx, _ = _kth_other(queries, everyone, candidates, group_of, rank, device, "bf16")
         if not torch.isfinite(approx).any():
             return -math.inf, None
         margin = screen_margin(queries.shape[1])
         everyone = torch.nonzero(approx >= approx.max() - 2 * margin).flatten()
-    kth, ids = _kth_other(queries, everyone, candidates, group_of, rank, device, False)
+        precision = "float64"
+    kth, ids = _kth_other(queries, everyone, candidates, group_of, rank, device, precision)
     if not torch.isfinite(kth).any():
         return -math.inf, None
     best = int(kth.argmax())  # the first of equals, as over all candidates
     return float(kth[best]), (int(everyone[best]), int(ids[best]))
 
 
-def _kth_other(queries, which, candidates, group_of, rank, device, screened):
+def _kth_other(queries, which, candidates, group_of, rank, device, precision):
     """For the candidates `which`: the `rank`-th best similarity to another candidate
-    (of another patient), and which candidate it is; in bf16 when `screened`."""
+    (of another patient), and which candidate it is; in "bf16" (the screen), "float32"
+    or "float64" (rounded to float32: the screened reference's exact pass, see
+    _exact_pairs)."""
     top = torch.full((len(which), rank), -math.inf, device=device)
     ids = torch.zeros((len(which), rank), dtype=torch.long, device=device)
-    features = queries[which].to(torch.bfloat16) if screened else queries[which]
+    dtype = {"bf16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+    features = queries[which].to(dtype[precision])
     for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
         part = candidates[c0 : c0 + CANDIDATE_BLOCK]
-        if screened:
+        if precision == "bf16":
             sims = _screened_best(features, _screen_bank(part, device))
         else:
-            sims = _exact_rows(features, None, _bank(part, device), 256)
+            bank = _bank(part, device).to(features.dtype)
+            sims = torch.cat(
+                [
+                    _best_over_transforms(features[q : q + 256], bank)
+                    for q in range(0, len(features), 256)
+                ]
+            ).float()
         cols = torch.arange(c0, c0 + len(part), device=device)[None, :]
         same = which[:, None] == cols
         if group_of is not None:
@@ -379,6 +418,18 @@ class NearCopyThreshold:
     @property
     def limited_by(self) -> str:
         return "copy level" if self.copy_level >= self.reference else "real pairs"
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """As a cache entry (float64: the floats come back exactly); `from_tensors`."""
+        pair = (-1, -1) if self.pair is None else self.pair
+        values = [self.value, self.reference, self.copy_level]
+        return {"values": torch.tensor(values, dtype=torch.float64), "pair": torch.tensor(pair)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> NearCopyThreshold:
+        value, reference, level = tensors["values"].tolist()
+        first, second = tensors["pair"].tolist()
+        return cls(value, reference, level, None if first < 0 else (first, second))
 
 
 def near_copy_threshold(

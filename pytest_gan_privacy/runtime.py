@@ -46,10 +46,11 @@ def prefer_passive_waiting() -> bool:
     return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 
 
-def cpu_budget() -> int:
+def cpu_budget(alone: bool = False) -> int:
     """The CPUs this process may use: its affinity, capped by a cgroup CPU quota (a
     container's --cpus), shared among the pytest-xdist workers of one run and among
-    torchrun's processes on this machine."""
+    torchrun's processes on this machine (unless `alone`: rank 0 once the others are
+    done)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -59,7 +60,8 @@ def cpu_budget() -> int:
         cpus = min(cpus, max(1, math.ceil(quota)))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     # torchrun's processes on this machine share it too
-    workers *= int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if not alone:
+        workers *= int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     return max(1, cpus // max(1, workers))
 
 

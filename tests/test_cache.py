@@ -1,5 +1,6 @@
 """The feature and weights cache: verified entries, the right folder, shared safely."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import audit_args
@@ -183,6 +185,42 @@ def test_two_audits_share_a_cache_folder_at_once(leaky_release, tmp_path: Path):
         p for p in cache.rglob("*") if p.is_file() and p.suffix not in (".safetensors", ".lock")
     ]
     reader = TensorCache(cache)
-    assert {p.parent.parent.name for p in entries} == {"features", "weights"}
+    namespaces = {"features", "weights", "near-copy-scans", "near-copy-thresholds"}
+    assert {p.parent.parent.name for p in entries} == namespaces
     for entry in entries:
         assert reader.get(entry.parent.parent.name, entry.stem) is not None, entry
+
+
+def test_a_warm_run_reads_the_near_copy_scan_and_threshold_and_a_change_recomputes_them(
+    leaky_release, tmp_path, monkeypatch
+):
+    from pytest_gan_privacy import audit
+
+    release = tmp_path / "release"
+    shutil.copytree(leaky_release, release)
+    settings = AuditSettings(
+        generated=release / "generated",
+        used=release / "real" / "used",
+        not_used=release / "real" / "not_used",
+        features="pixels",
+        cache_dir=tmp_path / "cache",
+    )
+    cold = audit.run_audit(settings)
+    calls = []
+    scan, threshold = audit.robust_scan, audit.near_copy_threshold
+    monkeypatch.setattr(audit, "robust_scan", lambda *a, **k: calls.append("scan") or scan(*a, **k))
+    monkeypatch.setattr(
+        audit, "near_copy_threshold", lambda *a, **k: calls.append("level") or threshold(*a, **k)
+    )
+    warm = audit.run_audit(settings)
+    assert calls == []
+    assert warm.near_copies == cold.near_copies and warm.power == cold.power
+    for name, result in cold.attacks.items():
+        assert np.array_equal(warm.attacks[name].scores.scores, result.scores.scores), name
+    # one more generated image: another scan, the same threshold (it is the candidates');
+    # another seed: another copy level, the same scan (it draws nothing)
+    Image.new("L", (64, 64), 99).save(release / "generated" / "new.png")
+    audit.run_audit(settings)
+    assert calls == ["scan"]
+    audit.run_audit(dataclasses.replace(settings, seed=settings.seed + 1))
+    assert calls == ["scan", "level"]
