@@ -85,22 +85,24 @@ def run_default_audit(release: Path, device: str, preset: str, limit: float) -> 
 def model_speed(config, device: torch.device, batch: int, train: bool, seconds: float):
     """(images/s, FLOPs per image, bf16 used) of the MAE's encoder or its training step."""
     model = build_model(config, seed=0).to(device)
-    model.use_fused_attention(device.type == "cuda")
     bf16 = use_bf16(device)
     pixels = torch.rand(batch, 1, config.img_size, config.img_size, device=device)
     noise = torch.rand(batch, config.num_patches, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as mae.train
+    # as the audit runs them: training under autocast (plain attention on a CPU), the
+    # encoder with fused attention on bf16 weights (encoders.MAEEncoder)
+    model.use_fused_attention(not train or device.type == "cuda")
+    encoder = model if not bf16 or train else model.to(torch.bfloat16)
 
     def step():
-        with autocast(device, bf16):
-            if train:
-                model.loss(pixels, noise).backward()
-            else:
-                with torch.inference_mode():
-                    model.patch_tokens(pixels)
         if train:
+            with autocast(device, bf16):
+                model.loss(pixels, noise).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        else:
+            with torch.inference_mode():
+                encoder.patch_tokens(pixels.to(encoder.cls_token.dtype))
 
     model.train(train)
     with FlopCounterMode(display=False) as counter:

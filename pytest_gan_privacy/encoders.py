@@ -13,6 +13,7 @@ becomes objects: the pixel-based spaces always, then the learned one from `LEARN
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, replace
@@ -250,6 +251,7 @@ class MAEEncoder(Encoder):
         self.cache, self.batch_size, self.workers = cache, batch_size, workers
         self.image_size = config.img_size
         self.model: MaskedAutoencoder | None = None
+        self.encoding_model: MaskedAutoencoder | None = None  # bf16 weights where bf16
         self.bf16 = False
         self.weights_sha256: str | None = None
         self.trained_on = 0
@@ -314,6 +316,11 @@ class MAEEncoder(Encoder):
         # fused attention encodes faster, also on a CPU (only its bf16 backward is slow)
         model.use_fused_attention(True)
         self.model = model.eval()
+        # encoding runs on a bf16 copy of the weights rather than under autocast, which
+        # casts every weight and activation at every call: 1.2-1.5x faster on this CPU
+        self.encoding_model = (
+            copy.deepcopy(self.model).to(torch.bfloat16) if self.bf16 else self.model
+        )
         self.weights_sha256 = tensors_sha256(state)
 
     def _model(self) -> MaskedAutoencoder:
@@ -323,8 +330,9 @@ class MAEEncoder(Encoder):
 
     @torch.inference_mode()
     def encode_batch(self, pixels: torch.Tensor) -> torch.Tensor:
-        with autocast(pixels.device, self.bf16):
-            tokens = self._model().patch_tokens(pixels)
+        self._model()  # fitted?
+        model = self.encoding_model
+        tokens = model.patch_tokens(pixels.to(model.cls_token.dtype))
         return F.layer_norm(tokens.float(), tokens.shape[-1:]).flatten(1)
 
     @torch.inference_mode()
@@ -354,7 +362,7 @@ class MAEEncoder(Encoder):
             "class": "MAEEncoder",
             "config": asdict(self.config),
             "weights_sha256": self.weights_sha256,
-            "bf16": self.bf16,
+            "precision": "bf16 weights" if self.bf16 else "float32",
             "timm": version("timm"),
         }
 
