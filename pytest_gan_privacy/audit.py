@@ -497,24 +497,23 @@ def score_candidates(
     # candidates' side needs their pixels, to shift and turn them. The scan (generated x
     # candidates x 147 transforms) is cached as a whole: a warm run skips it.
     key = detector_key(device, [generated.hashes, *(p.hashes for p in pools)], pools[0])
-    stored = None if cache is None else cache.get("near-copy-scans", key)
     clock.lap("encode near-copy")
-    if stored is not None:
-        scan = RobustScan(**stored)
-    else:
+    near_copy_side = None
+
+    def scan_them() -> RobustScan:
+        nonlocal near_copy_side
         near_copy_side = stream(generated, near_copy_encoder)
-        scan = robust_scan(
+        return robust_scan(
             near_copy_side,
             candidate_pixels(WORKING_SIZE),
             device,
             progress=lambda done, total: progress("near-copy scan (generated)", done, total),
         )
-        if cache is not None:
-            cache.put("near-copy-scans", key, scan.tensors())
+
+    scan = cached(cache, "near-copy-scans", key, scan_them, lambda t: RobustScan(**t))
     scored.append(near_copy_attack(scan))
     clock.lap("attacks near-copy")
-    if stored is None:
-        clock.move(seconds_of(near_copy_side), "attacks near-copy", "encode near-copy")
+    clock.move(seconds_of(near_copy_side), "attacks near-copy", "encode near-copy")
     return PoolScores(scored, scan, spaces)
 
 
@@ -534,16 +533,16 @@ def detector_key(device: torch.device, hash_lists: list[list[str]], candidates: 
     )
 
 
-def cached_threshold(cache, key: str, compute) -> NearCopyThreshold:
-    """The near-copy threshold from the cache, or computed (C x C x 147 similarities)
-    and stored."""
-    stored = None if cache is None else cache.get("near-copy-thresholds", key)
+def cached(cache: TensorCache | None, namespace: str, key: str, compute, load):
+    """A result from the cache (read back by `load`), or computed and stored (its
+    `tensors()`): the near-copy scan and threshold, too costly to redo on a warm run."""
+    stored = None if cache is None else cache.get(namespace, key)
     if stored is not None:
-        return NearCopyThreshold.from_tensors(stored)
-    threshold = compute()
+        return load(stored)
+    result = compute()
     if cache is not None:
-        cache.put("near-copy-thresholds", key, threshold.tensors())
-    return threshold
+        cache.put(namespace, key, result.tensors())
+    return result
 
 
 def _run(settings: AuditSettings, progress: Progress) -> AuditResult | None:
@@ -591,8 +590,12 @@ def _run(settings: AuditSettings, progress: Progress) -> AuditResult | None:
     # the copy level's copies use other seeds than the power check's canaries
     level_seed = settings.seed + len(CANARY_LEVELS)
     key = detector_key(device, [candidates.hashes], candidates.members, level_seed, keys)
-    threshold = cached_threshold(
-        cache, key, lambda: near_copy_threshold(pixels, level_seed, device, keys)
+    threshold = cached(
+        cache,
+        "near-copy-thresholds",
+        key,
+        lambda: near_copy_threshold(pixels, level_seed, device, keys),
+        NearCopyThreshold.from_tensors,
     )
     near_copies = find_near_copies(scan, threshold)
     # members come first among the candidates: a member's index is its candidate index
