@@ -317,7 +317,7 @@ class MAEEncoder(Encoder):
         model.use_fused_attention(True)
         self.model = model.eval()
         # encoding runs on a bf16 copy of the weights rather than under autocast, which
-        # casts every weight and activation at every call: 1.2-1.5x faster on this CPU
+        # casts every weight and activation at every call: 1.2x (benchmarks/mae_speed.py)
         self.encoding_model = (
             copy.deepcopy(self.model).to(torch.bfloat16) if self.bf16 else self.model
         )

@@ -99,9 +99,10 @@ def _best_over_transforms(features: torch.Tensor, bank: torch.Tensor) -> torch.T
 # Where the CPU multiplies bf16 natively (AMX, AVX512-BF16: 7x its float32 rate), every
 # similarity is first computed in bf16, and only the pairs that can decide a result
 # (a candidate's best matches, a generated image's best match, the reference's pair)
-# are computed again in float32: the results are the float32 scan's, in a fifth of its
-# time. Not on CUDA: a GPU may sum bf16 products in bf16 (cuBLAS's reduced-precision
-# reductions), which the bound below does not cover, and its float32 scan is fast.
+# are computed again exactly (float64, rounded to float32): the results are the float32
+# scan's (within an ulp), in half its time (benchmarks/nearcopy_scan.py). Not on CUDA:
+# a GPU may sum bf16 products in bf16 (cuBLAS's reduced-precision reductions), which the
+# bound below does not cover, and its float32 scan is fast.
 BF16_ROUNDOFF = 2.0**-8
 
 
@@ -214,7 +215,7 @@ def robust_scan(
     sim(g, c) = max over transforms t of <f(crop(g)), f(t(c))>. Every candidate's
     matches are merged in generated order and every generated image's in candidate
     order, so the result does not depend on the chunking. `screen` (default: where bf16
-    is native on a CPU) computes in float32 only the pairs that can be in a result.
+    is native on a CPU) computes exactly only the pairs that can be in a result.
     `progress(generated done, generated)` as the scan advances.
     """
     device = torch.device(device)
