@@ -18,7 +18,7 @@ import torch
 
 from . import __version__
 from .attacks import AttackScores, near_copy_attack, space_attacks
-from .cache import TensorCache, cache_key, open_cache
+from .cache import TensorCache, cache_key, cached, open_cache
 from .distributed import SINGLE, World, join, leave, local_device
 from .encoders import WORKING_SIZE, Encoder, feature_spaces
 from .errors import AuditInputError, printable
@@ -531,18 +531,6 @@ def detector_key(device: torch.device, hash_lists: list[list[str]], candidates: 
         candidates.orientation,
         *more,
     )
-
-
-def cached(cache: TensorCache | None, namespace: str, key: str, compute, load):
-    """A result from the cache (read back by `load`), or computed and stored (its
-    `tensors()`): the near-copy scan and threshold, too costly to redo on a warm run."""
-    stored = None if cache is None else cache.get(namespace, key)
-    if stored is not None:
-        return load(stored)
-    result = compute()
-    if cache is not None:
-        cache.put(namespace, key, result.tensors())
-    return result
 
 
 def _run(settings: AuditSettings, progress: Progress) -> AuditResult | None:

@@ -173,6 +173,19 @@ def _verified(data: bytes, key: str) -> dict[str, torch.Tensor] | None:
     return tensors if tensors_sha256(tensors) == meta.get("sha256") else None
 
 
+def cached(cache: TensorCache | None, namespace: str, key: str, compute, load):
+    """A result stored under `key` (read back by `load`), or computed and stored (its
+    `tensors()`): for results too costly to redo on a warm run, such as the near-copy
+    scan and threshold."""
+    stored = None if cache is None else cache.get(namespace, key)
+    if stored is not None:
+        return load(stored)
+    result = compute()
+    if cache is not None:
+        cache.put(namespace, key, result.tensors())
+    return result
+
+
 def open_cache(settings) -> TensorCache | None:
     """The cache the settings ask for: None with `no_cache`, else the folder
     `cache_folder` names (a cache that warns and caches nothing without one)."""

@@ -43,6 +43,7 @@ import torch
 from torch.nn import functional as F
 
 from .encoders import FixedEncoder
+from .runtime import use_bf16
 from .similarity import Rows, as_rows, merge_top_k
 from .structure import LOCAL_STRUCTURE_C, WINDOW, crop, local_structure, structure_of_tiles
 
@@ -93,9 +94,14 @@ def _bank(candidates: torch.Tensor, device) -> torch.Tensor:
     return bank.reshape(-1, bank.shape[2]).to(device)
 
 
-def _best_over_transforms(features: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """(B, cb): each query's similarity to each candidate, maximised over its transforms."""
-    return (features @ bank.T).view(len(features), N_TRANSFORMS, -1).amax(dim=1)
+def _best_over_transforms(features: torch.Tensor, bank: torch.Tensor, block: int = 512):
+    """(B, cb): each query's similarity to each candidate, maximised over its transforms,
+    `block` queries at a time (a block's similarities to every transform are held)."""
+    parts = [
+        (features[q : q + block] @ bank.T).view(-1, N_TRANSFORMS, bank.shape[0] // N_TRANSFORMS)
+        for q in range(0, len(features), block)
+    ]
+    return torch.cat([part.amax(dim=1) for part in parts])
 
 
 # --- the bf16 screen ---------------------------------------------------------------
@@ -119,8 +125,6 @@ def screen_margin(dim: int) -> float:
 
 
 def screens(device: torch.device) -> bool:
-    from .runtime import use_bf16
-
     return device.type == "cpu" and use_bf16(device)
 
 
@@ -243,13 +247,7 @@ def robust_scan(
         for c0 in range(0, n, CANDIDATE_BLOCK):
             cols = slice(c0, min(n, c0 + CANDIDATE_BLOCK))
             if needed is None:  # every pair, in float32
-                bank = _bank(candidates[cols], device)
-                sims = torch.cat(
-                    [
-                        _best_over_transforms(chunk[q : q + block], bank)
-                        for q in range(0, len(chunk), block)
-                    ]
-                )
+                sims = _best_over_transforms(chunk, _bank(candidates[cols], device), block)
             elif needed[:, cols].any():
                 sims = _exact_pairs(chunk, needed[:, cols], candidates[cols], device)
             else:
@@ -327,7 +325,7 @@ def real_pair_reference(
     candidates (to those of other patients, when `groups` says whose each is), and
     which two candidates they are. With the screen (see robust_scan), every candidate's
     `rank`-th best is found in bf16 and only the candidates within twice the margin of
-    the largest are measured again in float32."""
+    the largest are measured again, exactly (float64, rounded to float32)."""
     device = torch.device(device)
     screen = screens(device) if screen is None else screen
     group_of = None
@@ -365,13 +363,7 @@ def _kth_other(queries, which, candidates, group_of, rank, device, precision):
         if precision == "bf16":
             sims = _screened_best(features, _screen_bank(part, device))
         else:
-            bank = _bank(part, device).to(features.dtype)
-            sims = torch.cat(
-                [
-                    _best_over_transforms(features[q : q + 256], bank)
-                    for q in range(0, len(features), 256)
-                ]
-            ).float()
+            sims = _best_over_transforms(features, _bank(part, device).to(features.dtype)).float()
         cols = torch.arange(c0, c0 + len(part), device=device)[None, :]
         same = which[:, None] == cols
         if group_of is not None:
