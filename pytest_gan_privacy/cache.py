@@ -18,7 +18,7 @@ can leave a garbage entry, which the checksum rejects.
 
 Layout: `<folder>/<namespace>/<key[:2]>/<key>.safetensors`. An entry stands alone
 (no index to update with a read-modify-write that two processes would race on).
-Features are stored in packs of images that share a content-hash prefix (see
+Features are stored in packs of images whose files share a content-key prefix (see
 `features.feature_packs`).
 
 Usage, e.g. for weights trained on a set of images::

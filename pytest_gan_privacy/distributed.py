@@ -8,7 +8,7 @@ loads the image lists, then:
   each batch; DDP averages the gradients, so a step is the single process's full
   batch step, computed in parts;
 - the generated images' decoding and encoding are split by cache pack (runs of
-  content-hash prefixes, contiguous in the set's order), in contiguous shares, and the
+  file-key prefixes, contiguous in the set's order), in contiguous shares, and the
   features gathered on rank 0 (cached packs are read by the rank that owns them);
 - rank 0 alone encodes the candidates, runs the scans, the attacks, the metrics and
   writes the outputs; the other ranks write nothing and exit 0.
@@ -87,20 +87,20 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
-def pack_shares(hashes: list[str], prefix: int, parts: int) -> list[range]:
+def pack_shares(keys: list[str], prefix: int, parts: int) -> list[range]:
     """Contiguous position ranges, one per rank, that never split a cache pack (the
-    images sharing a content-hash prefix; the set is in hash order) and hold about the
-    same number of images each."""
+    images whose file keys share a prefix; the set is in file-key order) and hold about
+    the same number of images each."""
     bounds = [0]
-    for i in range(1, len(hashes)):
-        if hashes[i][:prefix] != hashes[i - 1][:prefix]:
+    for i in range(1, len(keys)):
+        if keys[i][:prefix] != keys[i - 1][:prefix]:
             bounds.append(i)
-    bounds.append(len(hashes))
+    bounds.append(len(keys))
     shares, start = [], 0
     for part in range(1, parts + 1):
-        goal = len(hashes) * part / parts
+        goal = len(keys) * part / parts
         end = min((b for b in bounds if b >= start), key=lambda b: abs(b - goal))
-        end = len(hashes) if part == parts else max(end, start)
+        end = len(keys) if part == parts else max(end, start)
         shares.append(range(start, end))
         start = end
     return shares

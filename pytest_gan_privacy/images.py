@@ -98,12 +98,19 @@ class ImageSet:
     # how every decoded image is turned (orientation.ORIENTATIONS; 0: as stored): the
     # orientation check's choice for the candidates
     orientation: int = 0
+    # the content key of each image's file, which orders the set: the image's own hash
+    # for a one-image file, a hash of all its images' hashes for a DICOM or NIfTI file
+    # of several. The images of one file share it, so a group of keys (a cache pack,
+    # features.feature_packs) is a run of the set's order.
+    file_keys: list[str] = field(default_factory=list)  # default: the hashes
 
     def __post_init__(self) -> None:
         if not self.sources:
             self.sources = list(self.paths)
         if not self.groups:
             self.groups = [None] * len(self.paths)
+        if not self.file_keys:
+            self.file_keys = list(self.hashes)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -136,6 +143,7 @@ class ImageSet:
             hashes=[self.hashes[i] for i in positions],
             sources=[self.sources[i] for i in positions],
             groups=[self.groups[i] for i in positions],
+            file_keys=[self.file_keys[i] for i in positions],
             skipped={},
         )
 
@@ -146,6 +154,7 @@ class ImageSet:
         self.hashes = [self.hashes[i] for i in keep]
         self.sources = [self.sources[i] for i in keep]
         self.groups = [self.groups[i] for i in keep]
+        self.file_keys = [self.file_keys[i] for i in keep]
         return keep
 
     @property
@@ -358,6 +367,7 @@ def load_image_set(
         skip_bad=skip_bad,
         sources=[row[2] for row in rows],
         groups=[row[4] for row in rows],
+        file_keys=[row[0][0] for row in rows],
         non_images=dict(sorted(non_images.items())),
         duplicates=duplicates,
     )
