@@ -26,8 +26,9 @@ from .exposure import Exposure, exposure
 from .features import FeatureStream, encode_images, shared_features
 from .files import cache_folder, check_cache_folder
 from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
+from .groups import read_groups_file
 from .images import ImageSet, load_image_set, load_pixels
-from .medical import DecodeOptions, read_groups_file
+from .medical import DecodeOptions
 from .metrics import (
     MembershipMetrics,
     chance_over_limit,

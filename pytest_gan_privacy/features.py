@@ -37,11 +37,12 @@ def feature_packs(
     A pack holds the images whose file's content key (`ImageSet.file_keys`: the image's
     own hash, or its DICOM or NIfTI file's) starts with the same PACK_PREFIX hex digits,
     so packs follow from the contents alone, and a pack is a run of the set's order (the
-    set is ordered by those keys; every image of a volume falls in its file's pack): an unchanged set reads at most 256
-    entries, and an added or changed image re-encodes only its own pack (about 1/256 of
-    the set). One entry per image costs a file per image: re-running a 20,000-image
-    audit from such a cache took 49 s, against 26 s with no cache (benchmarks/memory.py).
-    One entry per set would re-encode the whole set for any change.
+    set is ordered by those keys; every image of a volume falls in its file's pack): an
+    unchanged set reads at most 256 entries, and an added or changed image re-encodes
+    only its own pack (about 1/256 of the set). One entry per image costs a file per
+    image: re-running a 20,000-image audit from such a cache took 49 s, against 26 s
+    with no cache (benchmarks/memory.py). One entry per set would re-encode the whole
+    set for any change.
 
     A key covers the pack's image hashes, the encoder, the device kind (bf16 on a GPU
     gives other numbers than float32 on a CPU) and the versions that change numbers.

@@ -37,23 +37,24 @@ from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import AuditInputError, printable
+from .errors import AuditInputError, UnreadableImage, printable
+from .groups import ImageGroups
 from .medical import (
-    NIFTI_SUFFIXES,
+    BLANK,
     DecodeOptions,
     FrameRef,
-    ImageGroups,
     MedicalFile,
-    NotAnImage,
-    UnreadableImage,
-    Window,
+    PixelBudget,
     forget_open_files,
     medical_format,
     read_image,
     read_medical_file,
 )
+from .nifti import NIFTI_SUFFIXES
 from .orientation import orient
 from .runtime import cpu_budget
+from .settings import MAX_PIXELS
+from .windowing import Window
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 RASTER = "raster"  # a PNG, JPEG, BMP or TIFF file: one image, decoded by Pillow
@@ -62,9 +63,25 @@ RASTER = "raster"  # a PNG, JPEG, BMP or TIFF file: one image, decoded by Pillow
 # warns above it; we turn the warning into a refusal too (a bad file, not a crash).
 # Below it, a large image costs its native size once while decoding (at most 1 GiB,
 # RGBA), then is box-reduced before any float copy is made.
-MAX_IMAGE_PIXELS = 16_384 * 16_384
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 SHOWN_BAD_FILES = 20
+
+
+# why an image was left out of a set (ImageSet.every_left_out)
+UNREADABLE = "unreadable"
+NOT_AN_IMAGE = "not an image"
+COPY = "copy"
+
+
+@dataclass(frozen=True, order=True)
+class LeftOut:
+    """An image found and left out of a set: its id (its path in the folder, "#index"
+    for a frame or slice), why (UNREADABLE, NOT_AN_IMAGE, medical.BLANK or COPY) and
+    the detail (the reader's reason, the object's kind, or the id of the image kept)."""
+
+    image: str
+    why: str
+    detail: str = ""
 
 
 @dataclass
@@ -87,9 +104,9 @@ class ImageSet:
     skipped: dict[Path, str] = field(default_factory=dict)
     sources: list[Path | FrameRef] = field(default_factory=list)  # default: the paths
     groups: list[str | None] = field(default_factory=list)  # default: None each
-    # what was left out as no image to audit, by kind: DICOM objects such as "SR",
-    # "RTSTRUCT", "SEG", "DICOMDIR", and "blank" images (all pixels equal)
-    non_images: dict[str, int] = field(default_factory=dict)
+    # what was found and left out as no image to audit: DICOM objects such as SR,
+    # RTSTRUCT, SEG or DICOMDIR, and blank images (all pixels equal)
+    left_out: list[LeftOut] = field(default_factory=list)
     # images left out because another image of the set has the same content (a file
     # copied twice): (its id, the id of the image kept). Counted once, they would
     # otherwise weigh twice in every number and pair up as "two distinct candidates"
@@ -127,13 +144,34 @@ class ImageSet:
         if self.paths:
             return
         if not self.skipped:  # only DICOM objects that are no images, or blank ones
-            left_out = ", ".join(f"{n} {kind}" for kind, n in sorted(self.non_images.items()))
+            left_out = ", ".join(f"{n} {why}" for why, n in self.left_out_counts().items())
             raise AuditInputError(
                 f"the {self.role} folder {self.folder} has no image to audit: its DICOM or "
                 f"NIfTI files hold only objects that are not images or blank images "
                 f"({left_out}); check that this is the right folder"
             )
         raise AuditInputError(bad_files_message(self.role, self.skipped, total, True))
+
+    def left_out_counts(self) -> dict[str, int]:
+        """Images left out of this set, by why (`every_left_out`); objects that are not
+        images by their kind ("SR", "DICOMDIR"...)."""
+        counts: dict[str, int] = {}
+        for item in self.every_left_out():
+            key = item.detail if item.why == NOT_AN_IMAGE else item.why
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def every_left_out(self) -> list[LeftOut]:
+        """Every image found and left out, for any reason, named: unreadable files
+        (skipped), objects that are not images, blank images, and copies of an image of
+        the set (counted once)."""
+        folder = self.folder
+        unreadable = [
+            LeftOut(_relative(folder, path), UNREADABLE, reason)
+            for path, reason in sorted(self.skipped.items(), key=lambda item: str(item[0]))
+        ]
+        copies = [LeftOut(copy, COPY, kept) for copy, kept in self.duplicates]
+        return unreadable + sorted(self.left_out) + copies
 
     def subset(self, positions: list[int]) -> ImageSet:
         """The images at these positions, as a set of its own (same role and folder)."""
@@ -197,9 +235,9 @@ class ImageSet:
 def image_id(folder: Path, path: Path, source: Path | FrameRef) -> str:
     """How the report names an image: its path relative to its folder, with "#frame" or
     "#slice" where its file holds several."""
-    name = path.relative_to(folder).as_posix()
-    if isinstance(source, FrameRef) and source.images_in_file > 1:
-        name = f"{name}#{source.index}"
+    name = _relative(folder, path)
+    if isinstance(source, FrameRef):
+        return _frame_id(name, source.index, source.images_in_file)
     return name
 
 
@@ -294,7 +332,7 @@ def _try_sha256(path: Path) -> str | OSError:
 
 
 def _load_file(
-    path: Path, fmt: str, options: DecodeOptions
+    path: Path, fmt: str, options: DecodeOptions, budget: PixelBudget
 ) -> str | MedicalFile | OSError | UnreadableImage:
     """One file's images and hashes: the SHA-256 of its bytes (RASTER), a MedicalFile,
     or the error that says why it cannot be read. A missing DICOM decoder stops the
@@ -303,13 +341,19 @@ def _load_file(
         return _try_sha256(path)
     try:
         _check_regular(path)
-        return read_medical_file(path, fmt, options)
+        return read_medical_file(path, fmt, options, budget)
     except OSError as exc:
         return exc
-    except NotAnImage as exc:
-        return MedicalFile([], "", non_image=exc.kind)
     except UnreadableImage as exc:
         return exc
+
+
+def _relative(folder: Path, path: Path) -> str:
+    return path.relative_to(folder).as_posix()
+
+
+def _frame_id(name: str, index: int, images_in_file: int) -> str:
+    return f"{name}#{index}" if images_in_file > 1 else name
 
 
 def load_image_set(
@@ -324,16 +368,19 @@ def load_image_set(
     Files that cannot be read stop the audit with a list of them, or with `skip_bad`
     are left out and listed in the set's `skipped`. DICOM and NIfTI files are decoded
     here, as `options` say (medical.DecodeOptions), to hash their pixels; only the
-    hashes are kept. `groups` (medical.read_groups_file) gives images their patient;
-    pass it for the real images, not the generated ones: every image without a group
-    of its own must then be listed.
+    hashes are kept, and at most `options.max_pixels` pixels are decoded at once.
+    `groups` (groups.read_groups_file) gives images their patient; pass it for the real
+    images, not the generated ones: every image without a group of its own must then be
+    listed.
     """
     options = options or DecodeOptions()
+    folder = Path(folder)
     files = find_image_files(folder, role)
+    budget = PixelBudget(options.max_pixels)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        loaded = list(pool.map(lambda f: _load_file(f[0], f[1], options), files))
+        loaded = list(pool.map(lambda f: _load_file(f[0], f[1], options, budget), files))
     bad: dict[Path, str] = {}
-    non_images: dict[str, int] = {}
+    left_out: list[LeftOut] = []
     rows = []  # (order key, path, source, hash, group), one per image
     for (path, _), result in zip(files, loaded, strict=True):
         if isinstance(result, OSError):
@@ -343,8 +390,11 @@ def load_image_set(
         elif isinstance(result, str):  # a plain image: the SHA-256 of its bytes
             rows.append(((result, -1, str(path)), path, path, result, None))
         else:
-            for kind, n in result.left_out().items():
-                non_images[kind] = non_images.get(kind, 0) + n
+            name = _relative(folder, path)
+            if result.non_image is not None:
+                left_out.append(LeftOut(name, NOT_AN_IMAGE, result.non_image))
+            for index in result.blank:
+                left_out.append(LeftOut(_frame_id(name, index, result.images_in_file), BLANK))
             key = _file_key([h for _, h in result.images])
             for ref, digest in result.images:
                 rows.append(((key, ref.index, str(path)), path, ref, digest, result.group))
@@ -356,26 +406,43 @@ def load_image_set(
         first = kept.setdefault(row[3], row)
         if first is not row:
             duplicates.append(
-                (image_id(Path(folder), row[1], row[2]), image_id(Path(folder), first[1], first[2]))
+                (image_id(folder, row[1], row[2]), image_id(folder, first[1], first[2]))
             )
     rows = list(kept.values())  # dicts keep the (content) order they were filled in
     images = ImageSet(
         role=role,
-        folder=Path(folder),
+        folder=folder,
         paths=[row[1] for row in rows],
         hashes=[row[3] for row in rows],
         skip_bad=skip_bad,
         sources=[row[2] for row in rows],
         groups=[row[4] for row in rows],
         file_keys=[row[0][0] for row in rows],
-        non_images=dict(sorted(non_images.items())),
+        left_out=left_out,
         duplicates=duplicates,
     )
     images.report_bad(bad, len(files))
     images.check_not_empty(len(files))
+    _check_ids_unique(images)
     if groups is not None:
-        assign_groups(images, groups, {path for path, _ in files})
+        groups.assign(role, folder, images.paths, images.groups, [path for path, _ in files])
     return images
+
+
+def _check_ids_unique(images: ImageSet) -> None:
+    """Every image has a name of its own: a file named like a frame of another
+    ("scan#1" beside a multi-frame "scan") would make two images one line of a
+    predictions file, and one row of a report."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(images.ids):
+        if name in seen:
+            raise AuditInputError(
+                f"two {images.role} images have the name {printable(name)}: the file "
+                f"{printable(images.paths[i])} and an image of "
+                f"{printable(images.paths[seen[name]])} (a '#' and a number after a file's "
+                "name name a frame or slice of it). Rename the file"
+            )
+        seen[name] = i
 
 
 def _file_key(hashes: list[str]) -> str:
@@ -384,33 +451,6 @@ def _file_key(hashes: list[str]) -> str:
     if len(hashes) == 1:
         return hashes[0]
     return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
-
-
-def assign_groups(images: ImageSet, groups: ImageGroups, found: set[Path]) -> None:
-    """Give the images the groups a groups file lists (over their own), and stop when
-    the file and the folder disagree: a listed file of this folder that is not there
-    (a typo, a stale list), or an image with no group at all (it would count as a
-    patient of its own, unnoticed)."""
-    real = {path.resolve() for path in found}
-    missing = sorted(p for p in groups.listed_under(images.folder) if p not in real)
-    base = groups.source.parent
-    if missing:
-        shown = "\n  ".join(printable(os.path.relpath(p, base)) for p in missing[:SHOWN_BAD_FILES])
-        raise AuditInputError(
-            f"the groups file {groups.source} lists {len(missing)} file(s) in the "
-            f"{images.role} folder {images.folder} that are not there; fix their paths "
-            f"(relative to {groups.source.parent}) or remove those lines:\n  {shown}"
-        )
-    for i, path in enumerate(images.paths):
-        images.groups[i] = groups.group_of(path) or images.groups[i]
-    unlisted = sorted({p for p, g in zip(images.paths, images.groups, strict=True) if g is None})
-    if unlisted:
-        shown = "\n  ".join(printable(os.path.relpath(p, base)) for p in unlisted[:SHOWN_BAD_FILES])
-        raise AuditInputError(
-            f"{len(unlisted)} {images.role} images are not in the groups file "
-            f"{groups.source} and have no patient of their own: add a line "
-            f"'path,group' for each (paths relative to {base}), e.g.:\n  {shown}"
-        )
 
 
 def decode_image(source: bytes | Path | FrameRef, size: int, channels: int) -> torch.Tensor:
@@ -522,7 +562,7 @@ class _DecodeDataset(Dataset):
 
 def _describe_decode_error(exc: Exception) -> str:
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return f"too large (over {MAX_IMAGE_PIXELS:,} pixels); down-sample it first"
+        return f"too large (over {MAX_PIXELS:,} pixels); down-sample it first"
     if isinstance(exc, UnidentifiedImageError):
         return "not an image that Pillow can read (wrong extension, empty or corrupt file)"
     if isinstance(exc, UnreadableImage):

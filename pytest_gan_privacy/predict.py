@@ -54,8 +54,9 @@ from .cache import open_cache
 from .encoders import WORKING_SIZE
 from .errors import AuditInputError, printable
 from .files import GENERATOR, atomic_write, cache_folder, check_cache_folder
+from .groups import read_groups_file
 from .images import ImageSet, load_image_set, load_pixels
-from .medical import DecodeOptions, read_groups_file
+from .medical import DecodeOptions
 from .metrics import (
     MembershipMetrics,
     check_fold_counts,

@@ -33,6 +33,11 @@ REQUIRED = ("generated", "used", "not_used")
 # numpy, torch and scikit-learn all take a seed in 0 .. 2**32 - 1 (sklearn's
 # random_state is the narrowest)
 MAX_SEED = 2**32 - 1
+# The most pixels one image file may hold: Pillow's decompression-bomb guard for PNG,
+# JPEG, BMP and TIFF (images.py), and the default of --max-pixels for a DICOM file's
+# frames together or a NIfTI volume (medical.py), checked from the header before any
+# pixel is decoded. 16,384 x 16,384: a CT of 1,024 slices of 512 x 512.
+MAX_PIXELS = 16_384 * 16_384
 # an input folder, an input file, a file to write, a folder to write in (the cache)
 PATH_KINDS = ("folder", "file", "output", "output_folder")
 
@@ -82,6 +87,7 @@ class AuditSettings:
     slice_axis: str = "axial"
     slice_range: tuple[int | None, int | None] | None = None  # START <= slice < STOP
     volume: int | None = None  # the volume of a 4-D NIfTI series
+    max_pixels: int = MAX_PIXELS  # the most pixels one DICOM or NIfTI file may hold
     groups: Path | None = None  # CSV "image path,group": the patient of each image
 
     def __post_init__(self) -> None:
@@ -318,6 +324,15 @@ OPTIONS: tuple[Option, ...] = (
         "NIfTI: the volume of a 4-D series to slice (0 is the first)",
         "int",
         maximum=100_000,
+    ),
+    Option(
+        "max_pixels",
+        "DICOM and NIfTI: the most pixels one file may hold (rows x columns x frames, a "
+        "volume's voxels), checked from its header before any pixel is decoded; raise it "
+        "for larger files if memory allows (a pixel takes 2 to 8 bytes decoded)",
+        "int",
+        minimum=1,
+        maximum=2**40,
     ),
     Option(
         "groups",
@@ -564,6 +579,7 @@ PREDICT_SHARED = (
     "slice_axis",
     "slice_range",
     "volume",
+    "max_pixels",
     "groups",
 )
 

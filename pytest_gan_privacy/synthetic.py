@@ -92,3 +92,63 @@ def make_release(
     _save(members, folder / "real" / "used", rng)
     _save(non_members, folder / "real" / "not_used", rng)
     return folder
+
+
+# --- medical files, for the tests and benchmarks that feed the audit DICOM and NIfTI ----
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    modality: str = "CT",
+    photometric: str = "MONOCHROME2",
+    bits: int | None = None,
+    syntax: str | None = None,
+    preamble: bool = True,
+    **header,
+) -> Path:
+    """A CT or MR image file (one frame, or a frame per plane of a 3-D array) written
+    with pydicom: `bits` stored (8 for uint8 pixels, else 12, by default), compressed
+    with the transfer `syntax` when given, without the preamble and file meta (a bare
+    data set) when `preamble` is false; other attributes by keyword (`PatientID="P7"`,
+    `WindowCenter=40`). The PatientID is "P1" unless given."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}[modality]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.PatientID = "P1"
+    if bits is None:
+        bits = 8 if pixels.dtype == np.uint8 else 12
+    ds.set_pixel_data(pixels, photometric, bits)
+    for keyword, value in header.items():
+        setattr(ds, keyword, value)
+    if syntax is not None:
+        ds.compress(syntax)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if preamble:
+        ds.save_as(path, enforce_file_format=True)
+    else:  # a bare data set: no preamble, no "DICM", no file meta
+        del ds.file_meta
+        ds.save_as(path, implicit_vr=True, little_endian=True)
+    return path
+
+
+def write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """A NIfTI volume (a `.nii` or `.nii.gz` file), with the identity affine by default."""
+    import nibabel as nib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(volume, np.eye(4) if affine is None else affine), path)
+    return path

@@ -15,27 +15,20 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
-    CTImageStorage,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
-    generate_uid,
 )
 
 from pytest_gan_privacy import medical
 from pytest_gan_privacy.errors import AuditInputError
+from pytest_gan_privacy.groups import read_groups_file
 from pytest_gan_privacy.images import decode_image, iter_batches, load_image_set
-from pytest_gan_privacy.medical import (
-    DecodeOptions,
-    pixel_hash,
-    read_groups_file,
-    read_image,
-    read_medical_file,
-)
+from pytest_gan_privacy.medical import DecodeOptions, pixel_hash, read_image, read_medical_file
 from pytest_gan_privacy.settings import AuditSettings, parse_slice_range, parse_window
+from pytest_gan_privacy.synthetic import write_dicom, write_nifti
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 NIBABEL_FILES = Path(nib.__file__).parent / "tests" / "data"
@@ -61,41 +54,6 @@ def only_image(path: Path, options: DecodeOptions | None = None) -> np.ndarray:
     (pixels, _, _), *rest = images_of(path, options)
     assert not rest
     return pixels
-
-
-def write_dicom(
-    path: Path,
-    pixels: np.ndarray,
-    *,
-    photometric: str = "MONOCHROME2",
-    bits: int = 12,
-    syntax: str | None = None,
-    preamble: bool = True,
-    **header,
-) -> Path:
-    """A CT image (one frame, or several for a 3-D array) written with pydicom."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.PatientID = "P1"
-    ds.set_pixel_data(pixels, photometric, bits)
-    for keyword, value in header.items():
-        setattr(ds, keyword, value)
-    if syntax is not None:
-        ds.compress(syntax)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if preamble:
-        ds.save_as(path, enforce_file_format=True)
-    else:  # a bare data set: no preamble, no "DICM", no file meta
-        del ds.file_meta
-        ds.save_as(path, implicit_vr=True, little_endian=True)
-    return path
 
 
 def ramp(rows: int = 32, cols: int = 24, top: int = 4000) -> np.ndarray:
@@ -323,7 +281,7 @@ def test_objects_that_are_not_images_are_skipped_and_counted(tmp_path: Path):
     shutil.copy(bundled("CT_small.dcm"), tmp_path / "image")
     images = load_image_set(tmp_path, "used")
     assert images.ids == ["image"]
-    assert images.non_images == {**dict.fromkeys(names.values(), 1), "DICOMDIR": 1}
+    assert images.left_out_counts() == {**dict.fromkeys(names.values(), 1), "DICOMDIR": 1}
 
 
 def test_a_folder_of_only_non_images_says_so(tmp_path: Path):
@@ -393,7 +351,11 @@ def test_a_missing_decoder_names_the_file_the_syntax_and_the_pip_command(
 
 def test_a_header_window_of_width_zero_is_bad_unless_overridden(tmp_path: Path):
     write_dicom(tmp_path / "w0.dcm", ramp(), WindowCenter=40, WindowWidth=0)
-    with pytest.raises(AuditInputError, match=r"w0.dcm: its header window .* width 0.*--window="):
+    with pytest.raises(
+        AuditInputError,
+        match=r"w0.dcm: its Window Width \(0028,1051\) is not valid: it must be at least 1"
+        r".*--window=",
+    ):
         load_image_set(tmp_path, "used")
     images = load_image_set(tmp_path, "used", options=DecodeOptions(window=(40.0, 400.0)))
     assert images.windowing() == {"user": 1}
@@ -446,22 +408,16 @@ def canonical_volume(shape=(20, 24, 16), seed=0) -> np.ndarray:
     return (rng.integers(1, 1000, size=shape)).astype(np.int16)
 
 
-def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
-    return path
-
-
 def test_a_volume_is_reoriented_to_canonical_and_shown_radiologically(tmp_path: Path):
     volume = canonical_volume()
     x, y, z = volume.shape
     volume[x - 1, y - 1, 3] = 5000  # the patient's right, front, in axial slice 3
-    canonical = save_nifti(tmp_path / "ras.nii", volume)
+    canonical = write_nifti(tmp_path / "ras.nii", volume)
     # the same voxels stored as (z, x flipped, y): world x = X-1-j, y = k, z = i
     stored = np.ascontiguousarray(np.transpose(volume, (2, 0, 1))[:, ::-1, :])
     affine = np.array([[0, -1, 0, x - 1], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
     assert nib.aff2axcodes(affine) != ("R", "A", "S")
-    other = save_nifti(tmp_path / "stored.nii.gz", stored, affine)
+    other = write_nifti(tmp_path / "stored.nii.gz", stored, affine)
     options = DecodeOptions(window=(500.0, 1000.0))
     a, b = images_of(canonical, options, medical.NIFTI), images_of(other, options, medical.NIFTI)
     assert len(a) == len(b) == z
@@ -478,7 +434,7 @@ def test_a_volume_is_reoriented_to_canonical_and_shown_radiologically(tmp_path: 
     [("axial", 16, (24, 20)), ("coronal", 24, (16, 20)), ("sagittal", 20, (16, 24))],
 )
 def test_a_volume_is_sliced_along_the_chosen_axis(tmp_path: Path, axis, count, shape):
-    path = save_nifti(tmp_path / "used" / "vol.nii.gz", canonical_volume())
+    path = write_nifti(tmp_path / "used" / "vol.nii.gz", canonical_volume())
     images = load_image_set(tmp_path / "used", "used", options=DecodeOptions(slice_axis=axis))
     assert len(images) == count
     assert sorted(images.ids) == sorted(f"vol.nii.gz#{k}" for k in range(count))
@@ -490,7 +446,7 @@ def test_a_volume_is_sliced_along_the_chosen_axis(tmp_path: Path, axis, count, s
 
 
 def test_a_slice_range_keeps_those_slices_and_refuses_an_empty_one(tmp_path: Path):
-    save_nifti(tmp_path / "a.nii", canonical_volume())
+    write_nifti(tmp_path / "a.nii", canonical_volume())
     images = load_image_set(tmp_path, "used", options=DecodeOptions(slice_range=(4, 8)))
     assert sorted(images.ids) == [f"a.nii#{k}" for k in range(4, 8)]
     images = load_image_set(tmp_path, "used", options=DecodeOptions(slice_range=(12, None)))
@@ -513,9 +469,9 @@ def test_nifti_scaling_is_applied_to_the_stored_values(tmp_path: Path):
 def test_blank_slices_are_left_out_and_counted(tmp_path: Path):
     volume = canonical_volume()
     volume[:, :, :3] = 0  # below the head
-    save_nifti(tmp_path / "a.nii", volume)
+    write_nifti(tmp_path / "a.nii", volume)
     images = load_image_set(tmp_path, "used")
-    assert len(images) == 13 and images.non_images == {"blank": 3}
+    assert len(images) == 13 and images.left_out_counts() == {"blank": 3}
 
 
 def test_a_4d_series_needs_a_volume(tmp_path: Path):
@@ -538,7 +494,10 @@ def test_bundled_nifti_volumes_load(tmp_path: Path):
     images = load_image_set(tmp_path, "used")
     by_file = {i.split("#")[0] for i in images.ids}
     assert by_file == {"anat.nii", "std.nii.gz"} and len(set(images.groups)) == 2
-    assert sum(i.startswith("anat") for i in images.ids) + images.non_images.get("blank", 0) == 25
+    assert (
+        sum(i.startswith("anat") for i in images.ids) + images.left_out_counts().get("blank", 0)
+        == 25
+    )
 
 
 def test_a_corrupt_nifti_is_named(tmp_path: Path):
@@ -552,8 +511,8 @@ def test_a_corrupt_nifti_is_named(tmp_path: Path):
 
 
 def test_medical_images_decode_in_worker_processes_as_they_were_hashed(tmp_path: Path):
-    save_nifti(tmp_path / "a.nii.gz", canonical_volume(seed=1))
-    save_nifti(tmp_path / "b.nii.gz", canonical_volume(seed=2))
+    write_nifti(tmp_path / "a.nii.gz", canonical_volume(seed=1))
+    write_nifti(tmp_path / "b.nii.gz", canonical_volume(seed=2))
     shutil.copy(bundled("rtdose.dcm"), tmp_path / "dose.dcm")
     images = load_image_set(tmp_path, "used")
     for source, digest in zip(images.sources, images.hashes, strict=True):
@@ -619,10 +578,13 @@ def test_a_groups_file_and_its_folder_must_agree(tmp_path: Path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("a.png\n", r"line 1: expected 'image path,group', got 'a.png'"),
-        ("a.png,p1,extra\n", r"line 1: expected 'image path,group'"),
+        ("a.png\n", r"line 1: expected two cells, 'image path,group', found 1$"),
+        ("a.png,p1,extra\n", r"line 1: expected two cells, 'image path,group', found 3$"),
         ("path,group\na.png,\n", r"line 2: the group of a.png is empty"),
-        ("a.png,p1\na.png,p2\n", r"line 2: a.png is listed again with another group"),
+        (
+            "a.png,p1\na.png,p2\n",
+            r"line 2: a.png is listed again \(first on line 1\) with another group: keep one$",
+        ),
         ("path,group\n", r"lists no images"),
     ],
 )

@@ -9,8 +9,6 @@ import pytest
 import torch
 from helpers import settings_for
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from pytest_gan_privacy import audit
 from pytest_gan_privacy.audit import run_audit
@@ -22,26 +20,9 @@ from pytest_gan_privacy.orientation import ORIENTATIONS, Orientation, check_orie
 from pytest_gan_privacy.patients import PATIENT_SCORE_RULES, candidate_patients
 from pytest_gan_privacy.privacy import patient_labels
 from pytest_gan_privacy.report import write_outputs
+from pytest_gan_privacy.synthetic import write_dicom
 
 SLICES = 3  # per patient in the DICOM releases below
-
-
-def write_slice(path: Path, pixels: np.ndarray, patient: str) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.PatientID = patient
-    ds.PatientName = f"QQNAME^{patient}"
-    ds.AccessionNumber = f"QQACC{patient[-3:]}"
-    ds.set_pixel_data(pixels, "MONOCHROME2", 8)
-    ds.WindowCenter, ds.WindowWidth = 128, 256
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
 
 
 def as_dicom_patients(release: Path, out: Path) -> Path:
@@ -53,8 +34,15 @@ def as_dicom_patients(release: Path, out: Path) -> Path:
         for i, f in enumerate(files):
             pixels = np.asarray(Image.open(f).convert("L"))
             patient = f"QQPID{role.upper()}{i // SLICES:03d}"
-            write_slice(
-                out / "real" / role / f"s{i // SLICES:03d}" / f"{i:03d}.dcm", pixels, patient
+            write_dicom(
+                out / "real" / role / f"s{i // SLICES:03d}" / f"{i:03d}.dcm",
+                pixels,
+                modality="MR",
+                PatientID=patient,
+                PatientName=f"QQNAME^{patient}",
+                AccessionNumber=f"QQACC{patient[-3:]}",
+                WindowCenter=128,
+                WindowWidth=256,
             )
     return out
 

@@ -21,6 +21,7 @@ from pytest_gan_privacy.predict import (
     prevalence_calls,
     threshold_calls,
 )
+from pytest_gan_privacy.synthetic import write_dicom
 
 FAST = ["--features", "pixels", "--workers", "0", "--quiet"]
 
@@ -240,24 +241,6 @@ def test_skipped_candidate_files_have_no_line_and_are_named(release, tmp_path, c
     assert "1 unreadable candidate file(s) were skipped" in capsys.readouterr().out
 
 
-def write_dicom_slice(path: Path, pixels: np.ndarray) -> None:
-    """An 8-bit CT slice whose header window shows 0-255 as they are."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CT", "P1"
-    ds.set_pixel_data(pixels, "MONOCHROME2", 8)
-    ds.WindowCenter, ds.WindowWidth = 127.5, 256
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_dicom_candidates_get_the_calls_of_their_png_twins(leaky, tmp_path):
     """Formats: the candidates as DICOM files (any name, found by content) are called
     as the same slices as PNG are."""
@@ -268,7 +251,11 @@ def test_dicom_candidates_get_the_calls_of_their_png_twins(leaky, tmp_path):
     shutil.copytree(root, release, ignore=shutil.ignore_patterns("candidates"))
     (release / "candidates").mkdir()
     for path in sorted((root / "candidates").iterdir()):
-        write_dicom_slice(release / "candidates" / f"{path.stem}.dcm", np.array(Image.open(path)))
+        # an 8-bit CT slice whose header window shows 0-255 as they are
+        pixels = np.array(Image.open(path))
+        write_dicom(
+            release / "candidates" / f"{path.stem}.dcm", pixels, WindowCenter=127.5, WindowWidth=256
+        )
     dicom = tmp_path / "dicom.csv"
     assert main([*predict_args(release, dicom), *FAST]) == 0
     assert [(Path(n).stem, c) for n, c in read_csv(dicom)] == [
