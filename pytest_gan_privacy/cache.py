@@ -72,7 +72,7 @@ class TensorCache:
 
     def __init__(self, folder: Path | None):
         self.folder = folder
-        self.writable = folder is not None
+        self.readable = self.writable = folder is not None
         self.hits = self.misses = self.rejected = 0
         self.warnings: list[str] = []
         if folder is None:
@@ -87,11 +87,15 @@ class TensorCache:
 
     def get(self, namespace: str, key: str) -> dict[str, torch.Tensor] | None:
         """The tensors stored under `key`, or None: absent, unreadable, foreign or corrupt."""
-        if self.folder is None:
+        if self.folder is None or not self.readable:
             return None
         try:
             data = self._path(namespace, key).read_bytes()
-        except OSError:
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except OSError as exc:  # a folder this user cannot enter, a file it cannot read
+            self._unusable(exc)
             self.misses += 1
             return None
         tensors = _verified(data, key)
@@ -104,7 +108,23 @@ class TensorCache:
 
     def exists(self, namespace: str, key: str) -> bool:
         """Whether an entry is stored under `key` (not whether it is sound: `get` checks)."""
-        return self.folder is not None and self._path(namespace, key).is_file()
+        if self.folder is None or not self.readable:
+            return False
+        try:
+            return self._path(namespace, key).is_file()
+        except OSError as exc:  # is_file raises where the user cannot enter a folder
+            self._unusable(exc)
+            return False
+
+    def _unusable(self, exc: OSError) -> None:
+        """A folder that cannot be read: the run goes on without a cache, and says so."""
+        if self.readable:
+            self.readable = self.writable = False
+            self.warnings.append(
+                f"the cache folder {self.folder} cannot be read ({exc.strerror or exc}); "
+                "nothing was read from it or cached. Give a --cache-dir you can read and "
+                "write, or --no-cache"
+            )
 
     def put(
         self,
@@ -146,9 +166,11 @@ class TensorCache:
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, as in put
             path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError:
+            lock = FileLock(str(path))
+            lock.acquire()
+        except OSError:  # a lock file that cannot be made: compute without one
             return nullcontext()
-        return FileLock(str(path))
+        return _Held(lock)
 
     def stats(self) -> dict:
         """Where the cache is and how it served this run (for the JSON result)."""
@@ -158,6 +180,16 @@ class TensorCache:
             "misses": self.misses,
             "rejected": self.rejected,
         }
+
+
+class _Held(AbstractContextManager):
+    """A lock already acquired, released on leaving the `with` block."""
+
+    def __init__(self, lock: FileLock):
+        self.lock = lock
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
 
 
 def _verified(data: bytes, key: str) -> dict[str, torch.Tensor] | None:

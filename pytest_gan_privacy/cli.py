@@ -148,34 +148,74 @@ def predict(args: argparse.Namespace) -> int:
 COMMANDS = {"audit": run, "predict": predict}
 
 
+MEANINGS = {
+    EXIT_PASS: "PASS, or written",
+    EXIT_LEAK: "FAIL: the gate found a leak",
+    EXIT_USAGE: "bad input or usage",
+    EXIT_INTERNAL: "internal error",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .runtime import prefer_passive_waiting
 
     prefer_passive_waiting()  # before torch loads (runtime.py: shared CPUs)
     args = build_parser().parse_args(argv)
+    status, message = _run_command(args)
+    _tell_torchrun(status, message)
+    return status
+
+
+def _tell_torchrun(status: int, message: str) -> None:
+    """Under torchrun, which exits 1 whenever a process fails, say which way this one
+    ended: a last line "gan-privacy: exit N (...)" on the main process, and, for a
+    failure, the same words in torchrun's error file, which its "Root Cause" shows."""
+    import json
+    import os
+    import time
+
+    from .distributed import world_from_env
+
+    world = world_from_env()
+    if not world.distributed:
+        return
+    words = f"gan-privacy: exit {status} ({MEANINGS.get(status, 'interrupted')})"
+    if world.main:
+        print(words, file=sys.stderr)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if status != EXIT_PASS and error_file:
+        text = f"{words}: {message}" if message else words
+        info = {"py_callstack": text, "timestamp": str(int(time.time()))}
+        try:
+            with open(error_file, "w") as f:
+                json.dump({"message": {"message": text, "extraInfo": info}}, f)
+        except OSError:
+            pass  # torchrun then shows its own words
+
+
+def _run_command(args: argparse.Namespace) -> tuple[int, str]:
+    """The command's exit status, and the first line of what went wrong (or "")."""
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](args), ""
     except AuditInputError as exc:
         print(f"gan-privacy: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE, str(exc).splitlines()[0]
     except KeyboardInterrupt:
         print("gan-privacy: interrupted", file=sys.stderr)
-        return 130
+        return 130, "interrupted"
     except MemoryError:
-        print(
-            "gan-privacy: error: out of memory; lower --batch-size and --workers, or audit "
-            "on a machine with more memory",
-            file=sys.stderr,
+        message = (
+            "out of memory; lower --batch-size and --workers, or audit on a machine with more "
+            "memory"
         )
-        return EXIT_USAGE
+        print(f"gan-privacy: error: {message}", file=sys.stderr)
+        return EXIT_USAGE, message
     except OSError as exc:  # the file system refused: a full disk, a name too long...
         where = f" ({exc.filename})" if exc.filename else ""
-        print(
-            f"gan-privacy: error: {exc.strerror or exc}{where}; check that path and the free space",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    except Exception:  # noqa: BLE001 - a bug: say so, and never exit 1 (a leak)
+        message = f"{exc.strerror or exc}{where}; check that path and the free space"
+        print(f"gan-privacy: error: {message}", file=sys.stderr)
+        return EXIT_USAGE, message
+    except Exception as exc:  # noqa: BLE001 - a bug: say so, and never exit 1 (a leak)
         import traceback
 
         traceback.print_exc()
@@ -184,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             "not in your data); please report it with the traceback above",
             file=sys.stderr,
         )
-        return EXIT_INTERNAL
+        return EXIT_INTERNAL, type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -432,6 +432,12 @@ class _ReportWriter:
                 xml.add_global_property(name, value)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.config.option.collectonly:
+            terminalreporter.section("GAN privacy audit")
+            terminalreporter.write_line(
+                "--collect-only: no audit ran, so nothing was checked", yellow=True
+            )
+            return
         if not self.state.shown and self.no_audit is None:
             return
         terminalreporter.section("GAN privacy audit")

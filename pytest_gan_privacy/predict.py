@@ -238,6 +238,10 @@ class Prediction:
                 "predicted_used": sum(call for _, call, _ in rows),
                 "predicted_fraction": self.predicted_fraction,
                 "skipped": sorted(str(p) for p in self.candidates.skipped),
+                "left_out": [
+                    {"image": item.image, "why": item.why, "detail": item.detail}
+                    for item in self.candidates.every_left_out()
+                ],
                 "manifest_sha256": self.candidates.manifest_sha256(),
             },
             "generated": len(self.generated),
@@ -258,8 +262,10 @@ def scores_csv(rows: list[tuple[str, int, float]]) -> str:
 
 
 def _csv(rows: list[tuple]) -> str:
+    """RFC 4180 CSV: CRLF line ends, so that a name holding a line break of either kind
+    is quoted and reads back whole."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(rows)
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
     return out.getvalue()
 
 
@@ -468,6 +474,8 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
 
 
 MIN_DEVELOPMENT_PER_CLASS = 20  # as audit.MIN_CANDIDATES_PER_CLASS
+# what a spreadsheet takes for the start of a formula (OWASP's CSV injection list)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def predict_warnings(prediction: Prediction) -> list[str]:
@@ -500,6 +508,15 @@ def predict_warnings(prediction: Prediction) -> list[str]:
         shown = ", ".join(f"{printable(a)} = {printable(b)}" for a, b in copies[:10])
         out.append(
             f"{len(copies)} candidate(s) are copies of another candidate and got its call: {shown}"
+        )
+    formulas = [name for name, _, _ in prediction.rows() if name.startswith(FORMULA_STARTS)]
+    if formulas:
+        shown = ", ".join(printable(name) for name in formulas[:10])
+        out.append(
+            f"{len(formulas)} candidate name(s) begin with =, +, -, @ or a tab ({shown}): a "
+            "spreadsheet may run such a name as a formula when it opens the predictions. They "
+            "are written as they are, to match the files: open the CSV as text, or rename "
+            "those files"
         )
     skipped = prediction.candidates.skipped
     if skipped:

@@ -70,10 +70,39 @@ def failure_lines(result: AuditResult) -> list[str]:
 
 
 def summary_lines(result: AuditResult) -> list[str]:
-    """The summary line, why it fails, then exposure and the details: what the
-    terminal shows."""
+    """The summary line, why it fails, then exposure, the details and what was left
+    out: what the terminal shows."""
     lines = [summary_line(result), *failure_lines(result), exposure_line(result)]
-    return [line for line in [*lines, details_line(result)] if line is not None]
+    lines += [details_line(result), left_out_line(result)]
+    return [line for line in lines if line is not None]
+
+
+def left_out_line(result: AuditResult) -> str | None:
+    """How many images were found and left out, per role and why (None: none)."""
+    parts = []
+    for images in _sets(result):
+        counts = images.left_out_counts()
+        if counts:
+            why = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+            parts.append(f"{images.role} {sum(counts.values())} ({why})")
+    if not parts:
+        return None
+    return (
+        f"  left out: {'; '.join(parts)}; each is named under left_out in the JSON and the report"
+    )
+
+
+def _sets(result: AuditResult):
+    return (result.generated, result.candidates.members, result.candidates.non_members)
+
+
+def left_out_json(result: AuditResult) -> list[dict]:
+    """Every image found and left out, for any reason, named (images.LeftOut)."""
+    return [
+        {"role": images.role, "image": item.image, "why": item.why, "detail": item.detail}
+        for images in _sets(result)
+        for item in images.every_left_out()
+    ]
 
 
 def details_line(result: AuditResult) -> str:
@@ -263,10 +292,9 @@ def orientation_json(result: AuditResult) -> dict | None:
 
 def skipped_images(result: AuditResult) -> list[dict]:
     """Images left out as unreadable (skip_bad_images), with the reason."""
-    sets = (result.generated, result.candidates.members, result.candidates.non_members)
     return [
         {"role": s.role, "path": str(path), "reason": reason}
-        for s in sets
+        for s in _sets(result)
         for path, reason in sorted(s.skipped.items(), key=lambda item: str(item[0]))
     ]
 
@@ -323,8 +351,10 @@ def result_json(result: AuditResult) -> dict:
                 "folder": str(s.folder),
                 "count": len(s),
                 "manifest_sha256": s.manifest_sha256(),
+                "left_out": s.left_out_counts(),
+                "windowing": s.windowing(),
             }
-            for s in (result.generated, result.candidates.members, result.candidates.non_members)
+            for s in _sets(result)
         },
         "settings": result.settings.as_dict(),
         "versions": result.versions,
@@ -335,6 +365,7 @@ def result_json(result: AuditResult) -> dict:
         "exposure": exposure_json(result),
         "warnings": result.warnings,
         "skipped_images": skipped_images(result),
+        "left_out": left_out_json(result),
         "cache": result.cache,
     }
     return json_ready(data)

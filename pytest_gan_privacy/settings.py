@@ -404,6 +404,14 @@ def parse_text(value: object, what: str) -> str:
     return text
 
 
+# a file name to suggest when an output option names a folder
+OUTPUT_EXAMPLES = {
+    "json": "gan-audit-report.json",
+    "out": "predictions.csv",
+    "scores": "scores.csv",
+}
+
+
 def parse_path(value: object, what: str, kind: str = "folder") -> Path:
     """A path, not empty (an unset variable, `--generated ""`, would mean the working
     folder) and without NUL (no file system takes one). An output must name a file."""
@@ -423,9 +431,7 @@ def parse_path(value: object, what: str, kind: str = "folder") -> Path:
             "the full path"
         ) from None
     if kind == "output" and path.name in ("", ".", ".."):
-        example = Path(text) / (
-            "gan-audit-report.json" if what == "json" else "gan-audit-report.html"
-        )
+        example = Path(text) / OUTPUT_EXAMPLES.get(what, "gan-audit-report.html")
         raise argparse.ArgumentTypeError(
             f"the {what} path {text!r} names a folder, not a file: give a file name, e.g. {example}"
         )
