@@ -110,7 +110,8 @@ def write_dicom(
 ) -> Path:
     """A CT or MR image file (one frame, or a frame per plane of a 3-D array) written
     with pydicom: `bits` stored (8 for uint8 pixels, else 12, by default), compressed
-    with the transfer `syntax` when given, without the preamble and file meta (a bare
+    with the transfer `syntax` when given (a UID pydicom can compress with, or
+    "jpeg-baseline" for uint8 pixels), without the preamble and file meta (a bare
     data set) when `preamble` is false; other attributes by keyword (`PatientID="P7"`,
     `WindowCenter=40`). The PatientID is "P1" unless given."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -132,7 +133,9 @@ def write_dicom(
     ds.set_pixel_data(pixels, photometric, bits)
     for keyword, value in header.items():
         setattr(ds, keyword, value)
-    if syntax is not None:
+    if syntax == "jpeg-baseline":  # 8-bit lossy JPEG, one encoded by Pillow per frame
+        _encapsulate_jpeg(ds, pixels)
+    elif syntax is not None:
         ds.compress(syntax)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +145,25 @@ def write_dicom(
         del ds.file_meta
         ds.save_as(path, implicit_vr=True, little_endian=True)
     return path
+
+
+def _encapsulate_jpeg(ds, pixels: np.ndarray) -> None:
+    """Pixel data as JPEG Baseline (Process 1): what pydicom cannot encode itself."""
+    import io
+
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    frames = pixels[None] if pixels.ndim == 2 else pixels
+    encoded = []
+    for frame in frames:
+        out = io.BytesIO()
+        Image.fromarray(frame.astype(np.uint8), mode="L").save(out, "JPEG", quality=90)
+        encoded.append(out.getvalue())
+    ds.PixelData = encapsulate(encoded)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.LossyImageCompression = "01"
 
 
 def write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray | None = None) -> Path:

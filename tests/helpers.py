@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from pytest_gan_privacy import mae
 from pytest_gan_privacy.settings import AuditSettings
-from pytest_gan_privacy.synthetic import phantom
+from pytest_gan_privacy.synthetic import phantom, write_dicom, write_nifti
+
+ROLES = ("generated", "real/used", "real/not_used")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brainmri64"
 
@@ -179,3 +182,67 @@ def predict_args(release: Path, out: Path) -> list[str]:
         "--out",
         str(out),
     ]
+
+
+# --- a release in every input format -----------------------------------------------
+
+SLICES = 3  # images per file in the formats that hold several
+# 8-bit values v -> v / 255, as a PNG is read
+WINDOW = {"WindowCenter": 127.5, "WindowWidth": 256}
+
+
+def _slices(files: list[Path]) -> list[list[np.ndarray]]:
+    """The folder's images, SLICES to a file (the last file takes the rest)."""
+    images = [np.asarray(Image.open(f).convert("L")) for f in files]
+    groups = [images[i : i + SLICES] for i in range(0, len(images), SLICES)]
+    if len(groups) > 1 and len(groups[-1]) < SLICES:
+        groups[-2] += groups.pop()
+    return groups
+
+
+def _volume(stack: list[np.ndarray]) -> np.ndarray:
+    """Slices stacked as an axial volume that the radiological view shows as they were."""
+    return np.stack([img[::-1, ::-1].T for img in stack], axis=2).astype(np.int16)
+
+
+def release_as(fmt: str, source: Path, target: Path, **header) -> Path:
+    """A PNG release `source` written in `fmt` under `target`, every role alike; files
+    of several images (multi-frame DICOM, NIfTI volumes) hold a patient's slices.
+    `header`: more DICOM attributes for every file."""
+    for role in ROLES:
+        (target / role).mkdir(parents=True)
+        _role_as(fmt, source / role, target / role, header)
+    return target
+
+
+def _role_as(fmt: str, source: Path, target: Path, more: dict) -> None:
+    files = sorted(source.glob("*.png"))
+    if fmt == "jpeg":
+        for f in files:
+            Image.open(f).save(target / f"{f.stem}.jpg", quality=95)
+    elif fmt == "tiff-16":
+        for f in files:
+            pixels = np.asarray(Image.open(f).convert("L")).astype(np.uint16) * 257
+            Image.fromarray(pixels).save(target / f"{f.stem}.tif")
+    elif fmt in ("dicom", "dicom-rle"):  # one file per patient and image
+        for f in files:
+            pixels = np.asarray(Image.open(f).convert("L"))
+            header = {**WINDOW, "PatientID": f"{target.name}-{f.stem}", **more}
+            if fmt == "dicom":
+                write_dicom(target / f.stem, pixels, **header)
+            else:
+                write_dicom(target / f"{f.stem}.dcm", pixels, syntax=RLELossless, **header)
+    for n, stack in enumerate(_slices(files)):
+        patient = {"PatientID": f"{target.name}-{n}", **more}
+        if fmt == "dicom-multiframe":
+            write_dicom(target / f"p{n}.dcm", np.stack(stack), **WINDOW, **patient)
+        elif fmt == "dicom-jpeg2000":
+            pixels = np.stack(stack)
+            write_dicom(target / f"p{n}.dcm", pixels, syntax=JPEG2000Lossless, **patient)
+        elif fmt == "dicom-jpeg":
+            write_dicom(target / f"p{n}", np.stack(stack), syntax="jpeg-baseline", **patient)
+        elif fmt == "nifti":
+            write_nifti(target / f"p{n}.nii.gz", _volume(stack))
+        elif fmt == "nifti-4d":  # the chosen volume, and another behind it
+            volume = _volume(stack)
+            write_nifti(target / f"p{n}.nii", np.stack([255 - volume, volume], axis=3))
