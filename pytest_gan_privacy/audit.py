@@ -26,7 +26,7 @@ from .exposure import Exposure, exposure
 from .features import FeatureStream, encode_images, shared_features
 from .files import cache_folder, check_cache_folder
 from .gate import GATE, GATE_DESCRIPTION, Decision, best_per_fold, decide
-from .groups import read_groups_file
+from .groups import ImageGroups, groups_of
 from .images import ImageSet, load_image_set, load_pixels
 from .medical import DecodeOptions
 from .metrics import (
@@ -220,10 +220,13 @@ def versions() -> dict[str, str]:
     return {"pytest_gan_privacy": __version__, "torch": torch.__version__, "timm": version("timm")}
 
 
-def load_candidates(settings: AuditSettings) -> Candidates:
-    """The used and not_used images, checked for images (and patients) that are in both."""
+def load_candidates(settings: AuditSettings, groups: ImageGroups | None = None) -> Candidates:
+    """The used and not_used images, checked for images (and patients) that are in both.
+    `groups`: the groups file, when the caller read it for more folders (predict's)."""
     options = DecodeOptions.from_settings(settings)
-    groups = None if settings.groups is None else read_groups_file(settings.groups)
+    if groups is None:
+        folders = {"used": settings.used, "not_used": settings.not_used}
+        groups = groups_of(settings.groups, folders)
     members = load_image_set(settings.used, "used", settings.skip_bad_images, options, groups)
     non_members = load_image_set(
         settings.not_used, "not_used", settings.skip_bad_images, options, groups

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AuditInputError
-from .settings import OPTIONS, PREDICT_OPTIONS, PREDICT_SHARED
+from .settings import DEFAULT_REPORT, OPTIONS, PREDICT_OPTIONS, PREDICT_SHARED
 
 EXIT_PASS, EXIT_LEAK, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-DEFAULT_REPORT = "gan-audit-report.html"
 METAVARS = {"folder": "FOLDER", "file": "FILE", "output": "FILE", "output_folder": "FOLDER"}
 
 

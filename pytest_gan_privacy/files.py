@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import AuditInputError
+from .settings import DEFAULT_REPORT, OUTPUT_EXAMPLES
 
 ENV_VAR = "GAN_PRIVACY_CACHE_DIR"  # the cache folder, unless --cache-dir names one
 GENERATOR = "pytest-gan-privacy"  # written into every report and JSON: how we know ours
@@ -154,9 +155,9 @@ def check_writable_place(path: Path, what: str, folder: bool = False) -> None:
                 )
             return _probe(path, what, path)
         if path.is_dir():
+            example = OUTPUT_EXAMPLES.get(what.lower(), DEFAULT_REPORT)
             raise AuditInputError(
-                f"the {what} {path} is a folder: give a file name, e.g. "
-                f"{path / ('gan-audit-report' + ('.json' if what == 'JSON' else '.html'))}"
+                f"the {what} {path} is a folder: give a file name, e.g. {path / example}"
             )
         if not path.is_file():
             raise AuditInputError(

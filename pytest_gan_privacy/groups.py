@@ -92,6 +92,16 @@ class ImageGroups:
             )
 
 
+def groups_of(path: Path | None, folders: Mapping[str, Path]) -> ImageGroups | None:
+    """The groups file at `path` (None: none given), read and checked to list only
+    files of the folders it gives patients to (role -> folder)."""
+    if path is None:
+        return None
+    groups = read_groups_file(path)
+    groups.check_inside(folders)
+    return groups
+
+
 def read_groups_file(path: Path) -> ImageGroups:
     """Parse a groups CSV. Raises AuditInputError naming the line to fix, never its text."""
     path = Path(path)

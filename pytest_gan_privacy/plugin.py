@@ -24,10 +24,9 @@ from typing import Any
 import pytest
 
 from .errors import AuditInputError
-from .settings import OPTIONS, REQUIRED, AuditSettings, default_of
+from .settings import DEFAULT_REPORT, OPTIONS, REQUIRED, AuditSettings, default_of
 
 AUDIT_ITEM_NAME = "gan_privacy_audit"
-DEFAULT_REPORT = "gan-audit-report.html"
 MARKER_KEYS = sorted(f.name for f in fields(AuditSettings))
 
 

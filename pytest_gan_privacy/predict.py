@@ -54,7 +54,7 @@ from .cache import open_cache
 from .encoders import WORKING_SIZE
 from .errors import AuditInputError, printable
 from .files import GENERATOR, atomic_write, cache_folder, check_cache_folder
-from .groups import read_groups_file
+from .groups import groups_of
 from .images import ImageSet, load_image_set, load_pixels
 from .medical import DecodeOptions
 from .metrics import (
@@ -380,8 +380,9 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
     # load: the audit's rules for the development set, and the candidates beside it
     options = DecodeOptions.from_settings(audit)
     generated = load_image_set(audit.generated, "generated", audit.skip_bad_images, options)
-    development = load_candidates(audit)
-    groups = None if audit.groups is None else read_groups_file(audit.groups)
+    folders = {"used": audit.used, "not_used": audit.not_used, CANDIDATES: settings.candidates}
+    groups = groups_of(audit.groups, folders)
+    development = load_candidates(audit, groups)
     candidates = load_image_set(
         settings.candidates, CANDIDATES, audit.skip_bad_images, options, groups
     )

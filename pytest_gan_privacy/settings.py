@@ -38,6 +38,7 @@ MAX_SEED = 2**32 - 1
 # frames together or a NIfTI volume (medical.py), checked from the header before any
 # pixel is decoded. 16,384 x 16,384: a CT of 1,024 slices of 512 x 512.
 MAX_PIXELS = 16_384 * 16_384
+DEFAULT_REPORT = "gan-audit-report.html"  # in the folder the audit is run from
 # an input folder, an input file, a file to write, a folder to write in (the cache)
 PATH_KINDS = ("folder", "file", "output", "output_folder")
 
@@ -196,7 +197,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("used", "folder of real images the model was trained on (members)", "folder"),
     Option("not_used", "folder of real images it was not trained on (non-members)", "folder"),
     Option("max_f1", "fail when the leakage F1 is over this limit", "fraction"),
-    Option("report", "HTML report to write (default ./gan-audit-report.html)", "output"),
+    Option("report", f"HTML report to write (default ./{DEFAULT_REPORT})", "output"),
     Option("json", "JSON result to write (default: the report's path with .json)", "output"),
     Option(
         "features",
@@ -404,10 +405,12 @@ def parse_text(value: object, what: str) -> str:
     return text
 
 
-# a file name to suggest when an output option names a folder
+# a file name to suggest when an output names a folder, by what it is
 OUTPUT_EXAMPLES = {
-    "json": "gan-audit-report.json",
+    "report": DEFAULT_REPORT,
+    "json": DEFAULT_REPORT.replace(".html", ".json"),
     "out": "predictions.csv",
+    "predictions": "predictions.csv",
     "scores": "scores.csv",
 }
 
@@ -431,7 +434,7 @@ def parse_path(value: object, what: str, kind: str = "folder") -> Path:
             "the full path"
         ) from None
     if kind == "output" and path.name in ("", ".", ".."):
-        example = Path(text) / OUTPUT_EXAMPLES.get(what, "gan-audit-report.html")
+        example = Path(text) / OUTPUT_EXAMPLES.get(what, DEFAULT_REPORT)
         raise argparse.ArgumentTypeError(
             f"the {what} path {text!r} names a folder, not a file: give a file name, e.g. {example}"
         )

@@ -187,6 +187,8 @@ def predict_args(release: Path, out: Path) -> list[str]:
 # --- a release in every input format -----------------------------------------------
 
 SLICES = 3  # images per file in the formats that hold several
+# how every PatientID starts: a distinctive string that no output may show
+PATIENT = "QQSECRET-PID-"
 # 8-bit values v -> v / 255, as a PNG is read
 WINDOW = {"WindowCenter": 127.5, "WindowWidth": 256}
 
@@ -227,13 +229,13 @@ def _role_as(fmt: str, source: Path, target: Path, more: dict) -> None:
     elif fmt in ("dicom", "dicom-rle"):  # one file per patient and image
         for f in files:
             pixels = np.asarray(Image.open(f).convert("L"))
-            header = {**WINDOW, "PatientID": f"{target.name}-{f.stem}", **more}
+            header = {**WINDOW, "PatientID": f"{PATIENT}{target.name}-{f.stem}", **more}
             if fmt == "dicom":
                 write_dicom(target / f.stem, pixels, **header)
             else:
                 write_dicom(target / f"{f.stem}.dcm", pixels, syntax=RLELossless, **header)
     for n, stack in enumerate(_slices(files)):
-        patient = {"PatientID": f"{target.name}-{n}", **more}
+        patient = {"PatientID": f"{PATIENT}{target.name}-{n}", **more}
         if fmt == "dicom-multiframe":
             write_dicom(target / f"p{n}.dcm", np.stack(stack), **WINDOW, **patient)
         elif fmt == "dicom-jpeg2000":

@@ -5,8 +5,10 @@ left out without being named."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -18,10 +20,11 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from helpers import audit_args
+from helpers import audit_args, predict_args, predict_release, release_as
 from pydicom.datadict import tag_for_keyword
 from pydicom.uid import RLELossless
 
+from pytest_gan_privacy.cache import TensorCache
 from pytest_gan_privacy.cli import main
 from pytest_gan_privacy.synthetic import make_release, write_dicom, write_nifti
 
@@ -238,3 +241,279 @@ def test_a_file_over_the_pixel_budget_is_read_once_the_limit_is_raised(base, tmp
     assert status == 2 and "v.nii.gz: too large" in err and "--max-pixels" in err
     status, _, err, data = audit(release, tmp_path / "ok", "--max-pixels", "256")
     assert status == 0 and data["n_used"] == 24, err[-2000:]
+
+
+# --- no header value and no group name in any output ---------------------------------
+
+PLANTED = {  # DICOM attributes that hold text, each set to a distinctive string
+    keyword: f"{SECRET}-{keyword[:8].upper()}"
+    for keyword in (
+        "PatientName",
+        "OtherPatientIDs",
+        "AccessionNumber",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "ReferringPhysicianName",
+        "PerformingPhysicianName",
+        "OperatorsName",
+        "StudyDescription",
+        "SeriesDescription",
+        "StudyID",
+        "ProtocolName",
+        "StationName",
+        "DeviceSerialNumber",
+        "Manufacturer",
+        "ManufacturerModelName",
+        "PatientComments",
+        "ImageComments",
+        "AdditionalPatientHistory",
+    )
+}
+
+
+def everything_written(folder: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+
+
+def groups_file(release: Path, roles=("used", "not_used"), rows: list[str] | None = None) -> Path:
+    """A groups CSV giving every real image a planted group name, two images a patient."""
+    lines = rows or [
+        f"{role}/{path.name},{SECRET}-GROUP-{role}-{i // 2}"
+        for role in roles
+        for i, path in enumerate(sorted((release / "real" / role).iterdir()))
+    ]
+    path = release / "real" / "groups.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_no_header_value_or_group_name_reaches_any_output(base, tmp_path, pytester):
+    """Distinctive strings in every text attribute of DICOM files, in NIfTI headers and in
+    a groups file; every output, the error paths' included, is searched for them."""
+    dicom = release_as("dicom-multiframe", base, tmp_path / "dicom", **PLANTED)
+    nifti = release_as("nifti", base, tmp_path / "nifti")
+    for volume in nifti.rglob("*.nii.gz"):
+        image = nib.load(volume)
+        image.header["descrip"] = f"{SECRET}-NIFTI".encode()
+        nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), image.affine, image.header), volume)
+    png = tmp_path / "png"
+    shutil.copytree(base, png)
+    groups = groups_file(png)
+    outputs = tmp_path / "outputs"
+    said = []
+
+    def run(release: Path, name: str, *more: str) -> int:
+        status, out, err, _ = audit(release, outputs / name, *more)
+        said.append(out + err)
+        assert "Traceback" not in err, err[-2000:]
+        return status
+
+    assert run(dicom, "dicom") == 0
+    assert run(nifti, "nifti") == 0
+    assert run(png, "groups", "--groups", str(groups)) == 0
+    # error paths: a patient in both folders (DICOM, groups), a groups file's bad lines
+    both = tmp_path / "both"
+    shutil.copytree(dicom, both)
+    moved = sorted((both / "real" / "used").iterdir())[0]
+    shutil.copy(moved, both / "real" / "not_used" / "moved.dcm")
+    assert run(both, "both") == 2
+    rows = groups.read_text().splitlines()
+    same = [*rows[:-1], rows[-1].rsplit(",", 1)[0] + "," + rows[0].rsplit(",", 1)[1]]
+    for name, lines in {
+        "same group": same,
+        "listed twice": [*rows, rows[0].rsplit(",", 1)[0] + f",{SECRET}-OTHER"],
+        "three cells": [*rows, f"used/x.png,{SECRET}-A,{SECRET}-B"],
+        "one cell": [*rows, f"{SECRET}-ALONE"],
+    }.items():
+        assert run(png, name, "--groups", str(groups_file(png, rows=lines))) == 2, name
+    groups_file(png)
+    # a file with planted attributes that cannot be decoded, stopped on and skipped
+    broken = tmp_path / "broken"
+    shutil.copytree(dicom, broken)
+    victim = sorted((broken / "generated").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:-300])
+    assert run(broken, "broken") == 2
+    assert run(broken, "broken-skipped", "--skip-bad-images") == 0, said[-1][-3000:]
+    # predict: development images and candidates with planted groups
+    release = tmp_path / "predict"
+    predict_release(release, leaky=True, n=24)
+    groups = groups_file(release)
+    groups.write_text(
+        groups.read_text()
+        + "".join(
+            f"../candidates/{p.name},{SECRET}-CAND-{i}\n"
+            for i, p in enumerate(sorted((release / "candidates").iterdir()))
+        )
+    )
+    out = outputs / "predict"
+    args = [*predict_args(release, out / "p.csv"), "--groups", str(groups), "--quiet"]
+    args += ["--scores", str(out / "s.csv"), "--json", str(out / "p.json")]
+    stdout_io, stderr_io = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout_io), redirect_stderr(stderr_io):
+        assert main(args) == 0
+    said.append(stdout_io.getvalue() + stderr_io.getvalue())
+    # pytest: the terminal summary and JUnit XML
+    result = pytester.runpytest(
+        "--gan-audit",
+        f"--gan-audit-generated={dicom / 'generated'}",
+        f"--gan-audit-used={dicom / 'real' / 'used'}",
+        f"--gan-audit-not-used={dicom / 'real' / 'not_used'}",
+        f"--gan-audit-report={outputs / 'pytest' / 'r.html'}",
+        f"--junitxml={outputs / 'junit.xml'}",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=1)
+    said.append(str(result.stdout) + str(result.stderr))
+    written = everything_written(outputs)
+    assert {"r.html", "r.json", "p.csv", "s.csv", "p.json", "junit.xml"} <= {
+        p.name for p in outputs.rglob("*")
+    }
+    for text in [*said, written]:
+        assert SECRET not in text, text[max(0, text.find(SECRET) - 300) : text.find(SECRET) + 100]
+
+
+# --- the groups file -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("../../etc/passwd,p1", "lists 1 file(s) outside the used and not_used folders"),
+        ("/etc/hostname,p1", "lists 1 file(s) outside the used and not_used folders"),
+        ("used/gone.png,p1", "lists 1 file(s) in the used folder"),
+    ],
+)
+def test_every_line_of_a_groups_file_must_name_an_image_of_the_folders(line, says, base, tmp_path):
+    release = tmp_path / "release"
+    shutil.copytree(base, release)
+    groups = groups_file(release)
+    groups.write_text(groups.read_text() + line + "\n")
+    status, _, err, _ = audit(release, tmp_path / "out", "--groups", str(groups))
+    number = len(groups.read_text().splitlines())
+    assert status == 2 and says in err and f"line {number}: " in err, err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.parametrize("kind", ["/dev/null", "fifo"])
+def test_a_groups_path_that_is_no_regular_file_says_so(kind, base, tmp_path):
+    path = Path(kind)
+    if kind == "fifo":
+        path = tmp_path / "groups.csv"
+        os.mkfifo(path)
+    status, _, err, _ = audit(base, tmp_path / "out", "--groups", str(path))
+    assert status == 2 and "is not a regular file (a folder, a pipe or a device)" in err, err
+
+
+# --- predict's files -------------------------------------------------------------------
+
+
+def predict_run(release: Path, out: Path, *more: str) -> tuple[int, str, str]:
+    stdout_io, stderr_io = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout_io), redirect_stderr(stderr_io):
+        status = main([*predict_args(release, out), "--features", "pixels", "--quiet", *more])
+    return status, stdout_io.getvalue(), stderr_io.getvalue()
+
+
+@pytest.fixture(scope="module")
+def predicted(tmp_path_factory) -> Path:
+    release = tmp_path_factory.mktemp("predict")
+    predict_release(release, leaky=True, n=24)
+    return release
+
+
+def test_a_file_named_like_a_frame_of_another_is_refused(predicted, tmp_path):
+    release = tmp_path / "release"
+    shutil.copytree(predicted, release)
+    frames = np.stack([ramp() + i for i in range(2)])
+    write_dicom(release / "candidates" / "scan", frames, PatientID="A")
+    write_dicom(release / "candidates" / "scan#1", ramp() + 7, PatientID="B")
+    status, _, err = predict_run(release, tmp_path / "p.csv")
+    assert status == 2 and "two candidates images have the name scan#1" in err, err
+    assert "Rename the file" in err
+
+
+def test_names_with_line_breaks_read_back_and_formula_names_are_warned(predicted, tmp_path):
+    release = tmp_path / "release"
+    shutil.copytree(predicted, release)
+    odd = ["a\rb.png", "c\nd.png", "=1+2.png", "@x.png", "-y.png", "+z.png"]
+    for name, path in zip(odd, sorted((release / "candidates").iterdir()), strict=False):
+        path.rename(release / "candidates" / name)
+    out = tmp_path / "p.csv"
+    status, stdout, err = predict_run(release, out)
+    assert status == 0, err
+    with open(out, newline="") as f:
+        names = [row[0] for row in csv.reader(f)]
+    assert set(odd) <= set(names) and len(names) == 24
+    assert "4 candidate name(s) begin with =, +, -, @ or a tab" in stdout
+    assert "open the CSV as text, or rename those files" in stdout
+
+
+@pytest.mark.parametrize(
+    ("flag", "example"), [("--out", "predictions.csv"), ("--scores", "scores.csv")]
+)
+def test_an_output_that_names_a_folder_suggests_a_file_of_its_kind(
+    flag, example, predicted, tmp_path
+):
+    status, _, err = predict_run(predicted, tmp_path / "p.csv", flag, str(tmp_path))
+    assert status == 2 and f"is a folder: give a file name, e.g. {tmp_path / example}" in err
+
+
+# --- the smaller things ----------------------------------------------------------------
+
+
+def test_collect_only_says_that_nothing_was_audited(pytester, base):
+    result = pytester.runpytest(
+        "--gan-audit",
+        f"--gan-audit-generated={base / 'generated'}",
+        f"--gan-audit-used={base / 'real' / 'used'}",
+        f"--gan-audit-not-used={base / 'real' / 'not_used'}",
+        "--collect-only",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*--collect-only: no audit ran, so nothing was checked*"])
+
+
+def test_a_cache_folder_that_cannot_be_entered_warns_and_the_run_goes_on(tmp_path, monkeypatch):
+    """As a read-only cache does (root enters any folder: the refusal is simulated)."""
+    cache = TensorCache(tmp_path / "cache")
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_file", refused)
+    monkeypatch.setattr(Path, "read_bytes", refused)
+    assert not cache.exists("features", "ab" * 32)
+    assert cache.get("features", "ab" * 32) is None
+    cache.put("features", "ab" * 32, {})
+    [warning] = cache.warnings
+    assert "cannot be read (Permission denied)" in warning and "--cache-dir" in warning
+
+
+TORCHRUN = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+
+@pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun is not installed")
+def test_under_torchrun_bad_input_is_told_apart_from_a_fail(base, tmp_path):
+    cmd = [TORCHRUN, "--standalone", "--nproc-per-node", "2", "--no-python", "gan-privacy"]
+    cmd += ["audit", *audit_args(base), "--folds", "50", "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1  # torchrun's, whatever the process's
+    lines = done.stderr.splitlines()
+    assert "gan-privacy: exit 2 (bad input or usage)" in lines
+    assert "traceback : gan-privacy: exit 2 (bad input or usage): " in done.stderr
+
+
+def test_under_torchrun_a_fail_says_so_in_torchruns_error_file(tmp_path, monkeypatch, capsys):
+    from pytest_gan_privacy.cli import EXIT_LEAK, _tell_torchrun
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))
+    _tell_torchrun(EXIT_LEAK, "")
+    assert capsys.readouterr().err == "gan-privacy: exit 1 (FAIL: the gate found a leak)\n"
+    error = json.loads((tmp_path / "error.json").read_text())
+    assert error["message"]["message"] == "gan-privacy: exit 1 (FAIL: the gate found a leak)"
