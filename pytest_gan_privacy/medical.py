@@ -170,7 +170,12 @@ def read_medical_file(
             for index in opened.indices:
                 window = opened.window(index, options.window)
                 pixels = finish(opened.image(index, window))
-                if pixels.size and pixels.min() == pixels.max():
+                if pixels.ndim != 2 or min(pixels.shape) < 2:
+                    raise UnreadableImage(
+                        f"its images are {'x'.join(map(str, pixels.shape))} pixels, too small to "
+                        "compare: the header's size fields are wrong, export it again"
+                    )
+                if pixels.min() == pixels.max():
                     blank.append(index)
                     continue
                 ref = FrameRef(
@@ -249,7 +254,9 @@ def _as_unreadable() -> Iterator[None]:
             "decoding it needs more memory than is free: lower --max-pixels to leave it out, "
             "or free memory"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - see above
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a Rust decoder's panic is no Exception
         raise UnreadableImage(
             f"it cannot be read ({type(exc).__name__}: {library_detail(exc)}): the file is "
             "corrupt, replace it or remove it"
