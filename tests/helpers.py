@@ -8,10 +8,13 @@ import struct
 import zlib
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 from PIL import Image
+from pydicom.datadict import tag_for_keyword
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from pytest_gan_privacy import mae
@@ -248,3 +251,59 @@ def _role_as(fmt: str, source: Path, target: Path, more: dict) -> None:
         elif fmt == "nifti-4d":  # the chosen volume, and another behind it
             volume = _volume(stack)
             write_nifti(target / f"p{n}.nii", np.stack([255 - volume, volume], axis=3))
+
+
+# --- hostile files -------------------------------------------------------------------
+
+
+def raw(path: Path, **attributes: str) -> Path:
+    """Set attributes of a DICOM file to any text of up to 16 characters, as a broken
+    exporter writes them: each is written as a placeholder of its VR, whose bytes are
+    then replaced (pydicom itself refuses to write such values)."""
+    ds = pydicom.dcmread(path)
+    swaps = []
+    for n, (keyword, text) in enumerate(attributes.items(), start=1):
+        vr = pydicom.datadict.dictionary_VR(tag_for_keyword(keyword))
+        placeholder = f"-{n}{n * 7:06d}.{n * 13:07d}" if vr == "DS" else chr(64 + n) * 16
+        setattr(ds, keyword, placeholder)
+        swaps.append((placeholder.encode(), text.ljust(16).encode()))
+    ds.save_as(path)
+    data = path.read_bytes()
+    for placeholder, text in swaps:
+        assert data.count(placeholder) == 1
+        data = data.replace(placeholder, text)
+    path.write_bytes(data)
+    return path
+
+
+def ramp() -> np.ndarray:
+    r, c = np.mgrid[:32, :32]
+    return ((r * 131 + c * 17) % 4000).astype(np.uint16)
+
+
+def rle_bomb(path: Path) -> Path:
+    """A small RLE DICOM whose header says 60,000 x 60,000 pixels (3.6 billion)."""
+    write_dicom(path, np.zeros((8, 8), np.uint16), syntax=RLELossless, PatientID="X")
+    ds = pydicom.dcmread(path)
+    ds.Rows = ds.Columns = 60_000
+    ds.save_as(path)
+    return path
+
+
+def nifti_bomb(path: Path) -> Path:
+    """A .nii.gz whose header says 1000 x 1000 x 1000 voxels, a few bytes of them given."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((1000, 1000, 1000))
+    header.set_data_dtype(np.uint8)
+    image = nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4), header)
+    nib.save(image, path)  # written as 2 x 2 x 2, then the header claims the rest
+    data = bytearray(nib.openers.Opener(path).read())
+    data[40:56] = np.array([3, 1000, 1000, 1000, 1, 1, 1, 1], "<i2").tobytes()
+    with nib.openers.Opener(path, "wb") as f:
+        f.write(bytes(data))
+    return path
+
+
+def garbage_after_marker(path: Path) -> Path:
+    path.write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(0).bytes(2000))
+    return path

@@ -18,11 +18,18 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
-from helpers import audit_args, predict_args, predict_release, release_as
-from pydicom.datadict import tag_for_keyword
-from pydicom.uid import RLELossless
+from helpers import (
+    audit_args,
+    garbage_after_marker,
+    nifti_bomb,
+    predict_args,
+    predict_release,
+    ramp,
+    raw,
+    release_as,
+    rle_bomb,
+)
 
 from pytest_gan_privacy.cache import TensorCache
 from pytest_gan_privacy.cli import main
@@ -46,31 +53,6 @@ def with_file(base: Path, tmp_path: Path, name: str, make) -> Path:
     shutil.copytree(base, release)
     make(release / "real" / "used" / name)
     return release
-
-
-def raw(path: Path, **attributes: str) -> Path:
-    """Set attributes of a DICOM file to any text of up to 16 characters, as a broken
-    exporter writes them: each is written as a placeholder of its VR, whose bytes are
-    then replaced (pydicom itself refuses to write such values)."""
-    ds = pydicom.dcmread(path)
-    swaps = []
-    for n, (keyword, text) in enumerate(attributes.items(), start=1):
-        vr = pydicom.datadict.dictionary_VR(tag_for_keyword(keyword))
-        placeholder = f"-{n}{n * 7:06d}.{n * 13:07d}" if vr == "DS" else chr(64 + n) * 16
-        setattr(ds, keyword, placeholder)
-        swaps.append((placeholder.encode(), text.ljust(16).encode()))
-    ds.save_as(path)
-    data = path.read_bytes()
-    for placeholder, text in swaps:
-        assert data.count(placeholder) == 1
-        data = data.replace(placeholder, text)
-    path.write_bytes(data)
-    return path
-
-
-def ramp() -> np.ndarray:
-    r, c = np.mgrid[:32, :32]
-    return ((r * 131 + c * 17) % 4000).astype(np.uint16)
 
 
 def audit(
@@ -171,34 +153,6 @@ def test_odd_header_values_are_a_bad_file_or_a_documented_fallback(case, base, t
 
 
 # --- files that claim more than they hold, and files that are not what they claim ------
-
-
-def rle_bomb(path: Path) -> Path:
-    """A small RLE DICOM whose header says 60,000 x 60,000 pixels (3.6 billion)."""
-    write_dicom(path, np.zeros((8, 8), np.uint16), syntax=RLELossless, PatientID="X")
-    ds = pydicom.dcmread(path)
-    ds.Rows = ds.Columns = 60_000
-    ds.save_as(path)
-    return path
-
-
-def nifti_bomb(path: Path) -> Path:
-    """A .nii.gz whose header says 1000 x 1000 x 1000 voxels, a few bytes of them given."""
-    header = nib.Nifti1Header()
-    header.set_data_shape((1000, 1000, 1000))
-    header.set_data_dtype(np.uint8)
-    image = nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4), header)
-    nib.save(image, path)  # written as 2 x 2 x 2, then the header claims the rest
-    data = bytearray(nib.openers.Opener(path).read())
-    data[40:56] = np.array([3, 1000, 1000, 1000, 1, 1, 1, 1], "<i2").tobytes()
-    with nib.openers.Opener(path, "wb") as f:
-        f.write(bytes(data))
-    return path
-
-
-def garbage_after_marker(path: Path) -> Path:
-    path.write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(0).bytes(2000))
-    return path
 
 
 BAD_FILES = {
