@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brainmri64"
-SCENARIOS = ("copies", "dcgan-100", "vae-100", "dcgan-1000", "disjoint")
+SCENARIOS = ("copies", "dcgan-100", "vae-100", "dcgan-1000", "disjoint", "ddpm-100")
 FLOAT_NOISE = 1e-6  # float32 similarities near 1: a few ulps
 METRICS = ("f1", "f1_ci", "chance_f1", "auc", "tpr_at_1pct_fpr", "confusion", "thresholds")
 
@@ -34,6 +36,9 @@ def record(out: Path, features: str) -> None:
     from pytest_gan_privacy.settings import AuditSettings
 
     out.mkdir(parents=True, exist_ok=True)
+    # the default path, cache on, in a folder of this recording's own: every number is
+    # computed afresh, not read from a cache that code before this change wrote
+    os.environ["GAN_PRIVACY_CACHE_DIR"] = tempfile.mkdtemp(prefix="compare-numbers-")
     for name in SCENARIOS:
         root = DATA / name
         settings = AuditSettings(
@@ -41,7 +46,6 @@ def record(out: Path, features: str) -> None:
             used=root / "real" / "used",
             not_used=root / "real" / "not_used",
             features=features,
-            no_cache=True,
         )
         result = run_audit(settings)
         write_outputs(result, None, out / f"{name}-{features}.json")

@@ -88,17 +88,26 @@ def run(command: list[str], out: Path) -> tuple[int, str, float]:
     peak = next(
         int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("PEAK ")
     )
-    lines = [
-        line
-        for line in (done.stderr + done.stdout).splitlines()
-        if line.strip() and not line.startswith(("PEAK ", "W1", "E1", "I1", "  "))
-    ]
-    said = next((line for line in lines if "error" in line or "Traceback" in line), None)
-    said = said or next((line for line in lines if line.startswith(("PASS", "FAIL"))), "")
-    said = said or (lines[0] if lines else "")
-    if "Traceback" in done.stderr:
-        said = "TRACEBACK: " + said
-    return done.returncode, said, peak / 1024
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return done.returncode, first_words(lines, done.stderr), peak / 1024
+
+
+def first_words(lines: list[str], stderr: str) -> str:
+    """What a reader looks at first: torchrun's exit line, the error (the line naming the
+    file when the first says files could not be read), the verdict, or the first line."""
+    for marker in ("gan-privacy: exit", "error:", "PASS", "FAIL", "--collect-only", "predicted"):
+        for i, line in enumerate(lines):
+            if marker in line:
+                if "could not be read" in line and i + 1 < len(lines):
+                    line = lines[i + 1]
+                break
+        else:
+            continue
+        break
+    else:
+        line = lines[0] if lines else ""
+    ours = "pytest_gan_privacy" in stderr and "Traceback" in stderr
+    return ("TRACEBACK: " if ours else "") + line
 
 
 def audit_case(release: Path, *more: str) -> list[str]:
