@@ -2,7 +2,7 @@
 predict, pytest, torchrun) with the defaults, in a process of its own; prints the exit
 status, the first line of what it says, and the process's peak memory.
 
-    python benchmarks/hostile_input.py [--only NAME ...] [--keep DIR]
+    python benchmarks/hostile_input.py [--only NAME ...] [--keep DIR] [--package CHECKOUT]
 
 The cases are small synthetic releases (phantoms) with one odd file or setting each;
 the size bombs are real: an RLE DICOM whose header says 60,000 x 60,000 pixels, and a
@@ -207,9 +207,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", help="cases whose names contain these words")
     parser.add_argument("--keep", type=Path, help="keep the inputs and outputs here")
+    parser.add_argument(
+        "--package",
+        type=Path,
+        help="run the cases on the pytest_gan_privacy in this checkout (e.g. an older "
+        "commit's worktree, for a before/after table)",
+    )
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="hostile-"))
     os.environ["GAN_PRIVACY_CACHE_DIR"] = str(work / "cache")  # a cache of this run's own
+    if args.package:  # the commands run (not this script) import that checkout's package
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(args.package.resolve()), os.environ.get("PYTHONPATH", "")]
+        )
     base = make_release(
         work / "base", leaky=False, n_members=24, n_non_members=24, n_generated=48, seed=3
     )

@@ -437,7 +437,7 @@ def _check_ids_unique(images: ImageSet) -> None:
     for i, name in enumerate(images.ids):
         if name in seen:
             raise AuditInputError(
-                f"two {images.role} images have the name {printable(name)}: the file "
+                f"two images of the {images.role} folder have the name {printable(name)}: the file "
                 f"{printable(images.paths[i])} and an image of "
                 f"{printable(images.paths[seen[name]])} (a '#' and a number after a file's "
                 "name name a frame or slice of it). Rename the file"

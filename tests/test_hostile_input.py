@@ -384,7 +384,7 @@ def test_a_file_named_like_a_frame_of_another_is_refused(predicted, tmp_path):
     write_dicom(release / "candidates" / "scan", frames, PatientID="A")
     write_dicom(release / "candidates" / "scan#1", ramp() + 7, PatientID="B")
     status, _, err = predict_run(release, tmp_path / "p.csv")
-    assert status == 2 and "two candidates images have the name scan#1" in err, err
+    assert status == 2 and "two images of the candidates folder have the name scan#1" in err, err
     assert "Rename the file" in err
 
 
