@@ -91,7 +91,7 @@ class TensorCache:
             return None
         try:
             data = self._path(namespace, key).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # not stored (or no folder there)
             self.misses += 1
             return None
         except OSError as exc:  # a folder this user cannot enter, a file it cannot read

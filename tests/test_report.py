@@ -268,7 +268,7 @@ def test_warnings_and_skipped_images_are_in_the_report(clean_release, tmp_path: 
     assert html.count('class="banner warn"') == 3
     assert "unbalanced candidates: 30 used vs 10 not_used" in html
     assert "too few candidates to mean much: 30 used and 10 not_used" in html
-    assert 'id="skipped"' in html and "&lt;i&gt;bad.png" in html and "<i>bad" not in html
+    assert 'id="left-out"' in html and "&lt;i&gt;bad.png" in html and "<i>bad" not in html
 
 
 def test_without_bootstrap_no_interval_is_shown_as_one(clean_release):
