@@ -25,13 +25,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from pytest_gan_privacy.results import result_json
 from pytest_gan_privacy.runtime import prefer_passive_waiting
 
 prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.py)
 import builders
 import numpy as np
 
-from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.exposure import exposure
 from pytest_gan_privacy.gate import GATE, best_per_fold
 from pytest_gan_privacy.metrics import stratified_folds
@@ -79,7 +80,7 @@ def _reason(failure: str) -> str:
 
 
 def row(name: str, result) -> str:
-    d = result.as_dict()
+    d = result_json(result)
     e, nc, pc = d["exposure"], d["near_copies"], d["power_check"]
     levels = " / ".join(f"{v['fraction']:.2f}" for v in pc["levels"].values())
     why = ", ".join(_reason(f) for f in result.failures) or "-"

@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pytest_gan_privacy.results import result_json
 from pytest_gan_privacy.runtime import prefer_passive_waiting
 
 prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.py)
@@ -42,7 +43,7 @@ import numpy as np
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.gate import best_per_fold
 from pytest_gan_privacy.patients import PATIENT_SCORE_RULES
 from pytest_gan_privacy.report import write_outputs
@@ -198,7 +199,7 @@ def main() -> None:
                 seconds = time.perf_counter() - started
                 again = run_audit(s)  # warm: from the cache, the same numbers
                 warm = time.perf_counter() - started - seconds
-                assert again.as_dict()["attacks"] == result.as_dict()["attacks"], form
+                assert result_json(again)["attacks"] == result_json(result)["attacks"], form
                 table.append(row(name, form, result, seconds, warm))
                 print(table[-1], flush=True)
                 if form in ("DICOM", "NIfTI"):

@@ -76,7 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gan-audit-memory-") as tmp:
         tmp = Path(tmp)
         largest = make_generated(args.data / "generated", tmp / "all", max(args.sizes))
-        baseline, _ = peak_of([sys.executable, "-c", "import pytest_gan_privacy.audit"])
+        baseline, _ = peak_of([sys.executable, "-c", "import pytest_gan_privacy.pipeline"])
         print(f"candidates: {n_candidates}; importing the audit alone peaks at {baseline:.0f} MiB")
         print(
             f"{'generated':>9s} {'gen x cand':>11s} {'run':>11s} {'peak MiB':>9s} {'seconds':>8s}"

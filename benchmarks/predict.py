@@ -33,7 +33,7 @@ import numpy as np
 from scenarios import DATA, SCENARIOS
 
 from pytest_gan_privacy.metrics import bootstrap_f1_interval, chance_f1, stratified_folds
-from pytest_gan_privacy.predict import (
+from pytest_gan_privacy.prediction import (
     TRANSFER_RULES,
     best_attack,
     cross_fitted_estimate,

@@ -23,7 +23,7 @@ from pathlib import Path
 from pytest_gan_privacy.runtime import prefer_passive_waiting
 
 prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.py)
-from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.report import write_outputs
 from pytest_gan_privacy.results import summary_line
 from pytest_gan_privacy.settings import AuditSettings

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pytest_gan_privacy.results import result_json
 from pytest_gan_privacy.runtime import prefer_passive_waiting
 
 prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.py)
-from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.settings import AuditSettings, default_of
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brainmri64"
@@ -73,7 +74,7 @@ def main() -> None:
         f"{'threshold':>9s} {'power':>6s} {'seconds':>7s}  gate's choice per fold"
     )
     for name, result in results.items():
-        d = result.as_dict()
+        d = result_json(result)
         nc, pc = d["near_copies"], d["power_check"]
         print(
             f"{name:11s} {result.verdict:20s} {result.f1:6.3f} "

@@ -19,9 +19,9 @@ prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.
 import numpy as np
 from scenarios import DATA, SCENARIOS
 
-from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.metrics import membership_metrics
-from pytest_gan_privacy.settings import THRESHOLD_POLICIES, AuditSettings
+from pytest_gan_privacy.settings import AuditSettings, ThresholdPolicy
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
             [a.scores.scores for n, a in result.attacks.items() if n != result.gating_attack]
         )
         for what, scores in (("gate", columns), ("pixels nearest", columns[:, 0])):
-            for policy in THRESHOLD_POLICIES:
+            for policy in ThresholdPolicy:
 
                 def f1(y: np.ndarray) -> float:
                     return membership_metrics(scores, y, policy, bootstrap=0).f1  # noqa: B023

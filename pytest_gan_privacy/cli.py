@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import MISSING
 from pathlib import Path
 
 from . import __version__
 from .errors import AuditInputError
-from .settings import DEFAULT_REPORT, OPTIONS, PREDICT_OPTIONS, PREDICT_SHARED
+from .settings import DEFAULT_REPORT, OPTIONS, PREDICT_OPTIONS, PREDICT_SHARED, OutputKind
 
 EXIT_PASS, EXIT_LEAK, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 METAVARS = {"folder": "FOLDER", "file": "FILE", "output": "FILE", "output_folder": "FOLDER"}
@@ -55,9 +54,9 @@ def add_options(parser: argparse.ArgumentParser, options) -> None:
         if option.kind == "bool":
             kwargs.update(action="store_true", default=None)
         else:
-            kwargs.update(type=option.parse, default=None, required=option.default is MISSING)
+            kwargs.update(type=option.parse, default=None, required=option.needed)
             if option.choices:
-                kwargs["metavar"] = "{" + ",".join(option.choices) + "}"
+                kwargs["metavar"] = "{" + ",".join(option.choices.values()) + "}"
             elif option.kind in METAVARS:
                 kwargs["metavar"] = METAVARS[option.kind]
         parser.add_argument(f"--{option.flag}", **kwargs)
@@ -79,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     check_input_paths(settings)
     check_outputs(
         [
-            (settings.report, settings.report in named, "report"),
-            (settings.json, settings.json in named, "JSON"),
+            (settings.report, settings.report in named, OutputKind.REPORT),
+            (settings.json, settings.json in named, OutputKind.JSON),
         ],
         settings.inputs(),
     )
@@ -88,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if folder is not None:
         check_cache_folder(folder, settings.inputs())
 
-    from .audit import run_audit
     from .distributed import world_from_env
+    from .pipeline import run_audit
     from .report import write_outputs
     from .results import summary_lines
     from .runtime import ProgressPrinter
@@ -124,13 +123,13 @@ def predict(args: argparse.Namespace) -> int:
     check_predict_paths(settings)
     check_outputs(
         [
-            (settings.out, True, "predictions"),
-            (settings.scores, True, "scores"),
-            (settings.json, True, "JSON"),
+            (settings.out, True, OutputKind.PREDICTIONS),
+            (settings.scores, True, OutputKind.SCORES),
+            (settings.json, True, OutputKind.JSON),
         ],
         settings.inputs(),
     )
-    from .predict import run_predict, summary_lines, write_outputs
+    from .prediction import run_predict, summary_lines, write_outputs
     from .runtime import ProgressPrinter
 
     progress = None if args.quiet else ProgressPrinter(sys.stderr.write, sys.stderr.isatty())

@@ -28,11 +28,11 @@ from .cache import TensorCache, cache_key, tensors_sha256
 from .errors import AuditInputError
 from .images import ImageSet, iter_batches
 from .runtime import Progress, autocast, device_identity, use_bf16
+from .settings import AuditSettings, Features, MaePreset
 from .structure import WINDOW, local_structure
 
 if TYPE_CHECKING:
     from .mae import MAEConfig, MaskedAutoencoder
-    from .settings import AuditSettings
 
 WORKING_SIZE = 64  # pixels: the size the pixel, local-structure and near-copy spaces use
 
@@ -383,8 +383,8 @@ def _mae(settings: AuditSettings, device: torch.device, cache: TensorCache | Non
     from .mae import PRESETS
 
     preset = settings.mae_preset
-    if preset == "auto":
-        preset = "gpu" if torch.device(device).type == "cuda" else "cpu"
+    if preset is MaePreset.AUTO:
+        preset = MaePreset.GPU if torch.device(device).type == "cuda" else MaePreset.CPU
     config = PRESETS[preset]
     if settings.mae_epochs is not None:
         config = replace(config, epochs=settings.mae_epochs)
@@ -405,11 +405,14 @@ def _vit(settings: AuditSettings, device: torch.device, cache: TensorCache | Non
     return TimmViTEncoder(settings.vit_model, settings.checkpoint)
 
 
-LearnedFactory = Callable[["AuditSettings", torch.device, "TensorCache | None"], Encoder]
+LearnedFactory = Callable[[AuditSettings, torch.device, "TensorCache | None"], Encoder]
 
-# settings.FEATURE_CHOICES names these keys (a test keeps them equal); "pixels" adds no
-# learned space to the pixel-based ones.
-LEARNED: dict[str, LearnedFactory | None] = {"mae": _mae, "pixels": None, "vit": _vit}
+# every settings.Features member's learned space; "pixels" adds none to the pixel-based ones
+LEARNED: dict[Features, LearnedFactory | None] = {
+    Features.MAE: _mae,
+    Features.PIXELS: None,
+    Features.VIT: _vit,
+}
 
 
 def feature_spaces(

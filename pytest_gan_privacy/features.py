@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
@@ -21,6 +22,23 @@ from .distributed import World, gather_to_all, pack_shares
 from .encoders import Encoder
 from .images import ImageSet, iter_batches
 from .runtime import Progress, device_identity, no_progress
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How images become features: on which device, in batches of what size, decoded
+    by how many processes (None: the spare CPU cores), with what progress lines and
+    what cache (None: none)."""
+
+    device: torch.device
+    batch_size: int = 64
+    workers: int | None = None
+    progress: Progress = no_progress
+    cache: TensorCache | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", torch.device(self.device))
+
 
 # Part of every feature cache key: bump it when decoding (images.py) or an encoder
 # changes the numbers it gives, so that features cached before are not reused.
@@ -82,23 +100,8 @@ class FeatureStream:
     `images`; without skip_bad they stop the audit at the end of the pass.
     """
 
-    def __init__(
-        self,
-        images: ImageSet,
-        encoder: Encoder,
-        device: torch.device,
-        batch_size: int = 64,
-        workers: int | None = None,
-        progress: Progress = no_progress,
-        cache: TensorCache | None = None,
-    ):
-        self.images, self.encoder, self.device = images, encoder, device
-        self.batch_size, self.workers, self.progress, self.cache = (
-            batch_size,
-            workers,
-            progress,
-            cache,
-        )
+    def __init__(self, images: ImageSet, encoder: Encoder, encoding: Encoding):
+        self.images, self.encoder, self.encoding = images, encoder, encoding
         self.seconds = 0.0
 
     def __len__(self) -> int:
@@ -130,30 +133,36 @@ class FeatureStream:
 
     @torch.inference_mode()
     def _encoded(self, batches) -> Iterator[tuple[list[int], torch.Tensor]]:
+        device = self.encoding.device
         for pixels, indices in batches:
-            rows = self.encoder.encode_batch(pixels.to(self.device, non_blocking=True))
+            rows = self.encoder.encode_batch(pixels.to(device, non_blocking=True))
             yield indices, F.normalize(rows.float(), dim=1).cpu()
 
     def _batches(self, only: list[int] | None) -> Iterator[tuple[list[int], torch.Tensor]]:
-        images, encoder = self.images, self.encoder
+        images, encoder, encoding = self.images, self.encoder, self.encoding
         batches = iter_batches(
-            images, encoder.image_size, encoder.channels, self.batch_size, self.workers, only=only
+            images,
+            encoder.image_size,
+            encoder.channels,
+            encoding.batch_size,
+            encoding.workers,
+            only=only,
         )
         return self._encoded(batches)
 
     def _chunks(self) -> Iterator[torch.Tensor]:
         """Rows in set order, a cached pack or a part of a batch at a time."""
-        images, cache = self.images, self.cache
-        self.encoder.to(self.device)
+        images, cache, progress = self.images, self.encoding.cache, self.encoding.progress
+        self.encoder.to(self.encoding.device)
         total = len(images)
         stage = f"encoding {images.role}"
-        self.progress(stage, 0, total)
-        packs = None if cache is None else feature_packs(images, self.encoder, self.device)
+        progress(stage, 0, total)
+        packs = None if cache is None else feature_packs(images, self.encoder, self.encoding.device)
         if cache is None or packs is None:
             done = 0
             for indices, rows in self._batches(None):
                 done += len(indices)
-                self.progress(stage, done, total)
+                progress(stage, done, total)
                 yield rows
             return
         packs.sort(key=lambda pack: pack[1][0])
@@ -181,7 +190,7 @@ class FeatureStream:
                 if indices == positions:  # every image decoded
                     cache.put("features", key, {"features": rows})
             done += len(positions)
-            self.progress(stage, done, total)
+            progress(stage, done, total)
             if len(rows):
                 yield rows
         pending.finish()
@@ -231,14 +240,7 @@ def _joined(batches) -> tuple[list[int], torch.Tensor]:
 
 
 def shared_features(
-    world: World,
-    images: ImageSet,
-    encoder: Encoder,
-    device: torch.device,
-    batch_size: int = 64,
-    workers: int | None = None,
-    progress: Progress = no_progress,
-    cache: TensorCache | None = None,
+    world: World, images: ImageSet, encoder: Encoder, encoding: Encoding
 ) -> torch.Tensor | None:
     """Under torchrun: each rank decodes and encodes its share of the set (whole cache
     packs, distributed.pack_shares) and rank 0 gets all the rows, in the set's order
@@ -246,11 +248,7 @@ def shared_features(
     from rank 0's set too, so rows still match `images`."""
     share = pack_shares(images.file_keys, PACK_PREFIX, world.size)[world.rank]
     mine = images.subset(list(share))
-    rows = (
-        encode_images(mine, encoder, device, batch_size, workers, progress, cache)
-        if len(mine)
-        else None
-    )
+    rows = encode_images(mine, encoder, encoding) if len(mine) else None
     parts = gather_to_all(world, (rows, dict(mine.skipped)))
     if not world.main:
         return None
@@ -263,15 +261,7 @@ def shared_features(
     return torch.cat([r for r, _ in parts if r is not None and len(r)])
 
 
-def encode_images(
-    images: ImageSet,
-    encoder: Encoder,
-    device: torch.device,
-    batch_size: int = 64,
-    workers: int | None = None,
-    progress: Progress = no_progress,
-    cache: TensorCache | None = None,
-) -> torch.Tensor:
+def encode_images(images: ImageSet, encoder: Encoder, encoding: Encoding) -> torch.Tensor:
     """Encode every image of the set: (N, D) float32, L2-normalised, on the CPU, in
     memory (for the candidates and the reference; the generated side streams,
     `FeatureStream`).
@@ -281,6 +271,6 @@ def encode_images(
     that cannot be decoded are dropped from the set (listed in `images.skipped`), so
     rows still match `images`.
     """
-    stream = FeatureStream(images, encoder, device, batch_size, workers, progress, cache)
+    stream = FeatureStream(images, encoder, encoding)
     parts = list(stream.blocks(max(1, len(images))))
     return parts[0] if parts else torch.zeros(0, 0)

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import AuditInputError
-from .settings import DEFAULT_REPORT, OUTPUT_EXAMPLES
+from .settings import OutputKind
 
 ENV_VAR = "GAN_PRIVACY_CACHE_DIR"  # the cache folder, unless --cache-dir names one
 GENERATOR = "pytest-gan-privacy"  # written into every report and JSON: how we know ours
@@ -142,7 +142,7 @@ def _nearest_existing(path: Path) -> Path:
     return current
 
 
-def check_writable_place(path: Path, what: str, folder: bool = False) -> None:
+def check_writable_place(path: Path, what: OutputKind | str, folder: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written: a folder where a
     file is wanted (or a file where a folder is), a read-only file, a folder that
     cannot be made or written in."""
@@ -155,7 +155,7 @@ def check_writable_place(path: Path, what: str, folder: bool = False) -> None:
                 )
             return _probe(path, what, path)
         if path.is_dir():
-            example = OUTPUT_EXAMPLES.get(what.lower(), DEFAULT_REPORT)
+            example = what.example if isinstance(what, OutputKind) else OutputKind.REPORT.example
             raise AuditInputError(
                 f"the {what} {path} is a folder: give a file name, e.g. {path / example}"
             )
@@ -227,7 +227,7 @@ def check_cache_folder(folder: Path, inputs: Mapping[str, Path]) -> None:
 
 
 # An output to check: (path or None: not written, whether the user named that very
-# path[, what it is: "report", "JSON"...])
+# path[, what it is]); without what it is, a .json path is the JSON, another the report
 OutputSpec = tuple
 
 
@@ -237,13 +237,13 @@ def check_outputs(outputs: Sequence[OutputSpec], inputs: Mapping[str, Path] | No
     (`inputs`: setting name -> path), two outputs that are one file, a folder, a place
     that cannot be written, or an existing file at a default path that this tool did
     not write. A path of None is not written."""
-    seen: dict[Path, str] = {}
+    seen: dict[Path, OutputKind] = {}
     for spec in outputs:
         path, named = spec[0], spec[1]
         if path is None:
             continue
         path = Path(path)
-        what = spec[2] if len(spec) > 2 else ("JSON" if path.suffix == ".json" else "report")
+        what = spec[2] if len(spec) > 2 else OutputKind.from_suffix(path.suffix)
         target = where_written(path)
         if target in seen:
             raise AuditInputError(

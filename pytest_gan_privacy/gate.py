@@ -4,46 +4,52 @@
    attack with the best AUC on the other folds, with its threshold fitted there
    (`best_per_fold`). No attack wins everywhere, and choosing on the candidates being
    classified would flatter the numbers. A rank mean and a logistic regression of all
-   attacks were tried: no better (README, "Attacks").
-2. The checks: small objects whose `fails(result)` returns why the release fails, or
+   attacks do no better (docs/how-it-works.md, "The gate").
+2. The checks: small objects whose `fails(evidence)` returns why the release fails, or
    None. By default: the F1 limit, no member with a near-copy, and no significant
    exposure (members identified at low FPR beyond chance: exposure.py); a release that
    lets an attacker pick out a few patients with confidence leaks, whatever its F1.
    When asked: no near-copy at all, and a conclusive power check.
-3. The verdict: FAIL when any check fails; PASS, or "PASS (inconclusive)" when the
-   power check found fewer planted copies than it needs to make a PASS mean something.
+3. The verdict (`decide`): FAIL when any check fails; PASS, or "PASS (inconclusive)" when
+   the power check found fewer planted copies than it needs to make a PASS mean something.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
-from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from .metrics import (
-    MembershipMetrics,
-    check_fold_counts,
-    fit_threshold,
-    stratified_folds,
-    summarise,
-)
-
-if TYPE_CHECKING:
-    from .audit import AuditResult
-    from .settings import AuditSettings
+from .exposure import Exposure
+from .metrics import FoldCall, FoldRule, MembershipMetrics, column_ranks, cross_fit, fit_threshold
+from .nearcopies import NearCopies, PowerCheck
+from .result import Decision
+from .settings import AuditSettings, ThresholdPolicy
 
 GATE = "best per fold"  # the gate's name among the attacks, in the JSON and the report
 GATE_DESCRIPTION = "per fold, the attack with the best AUC on the other folds"
 POWER_NEEDED = 0.9  # fraction of planted copies the detector must find for a conclusive PASS
 
 
+def best_attack_rule(policy: ThresholdPolicy | str) -> FoldRule:
+    """The fold's attack: the best AUC on the other folds, with its threshold fitted
+    there by `policy`."""
+
+    def rule(train: np.ndarray, labels: np.ndarray, test: np.ndarray) -> FoldCall:
+        aucs = [roc_auc_score(labels, train[:, a]) for a in range(train.shape[1])]
+        best = int(np.argmax(aucs))
+        threshold = fit_threshold(train[:, best], labels, policy)
+        return FoldCall(test[:, best] >= threshold, best, threshold)
+
+    return rule
+
+
 def best_per_fold(
     columns: np.ndarray,
     labels: np.ndarray,
-    policy: str = "prevalence",
+    policy: ThresholdPolicy | str = ThresholdPolicy.PREVALENCE,
     folds: int = 5,
     seed: int = 0,
     bootstrap: int = 1000,
@@ -58,29 +64,28 @@ def best_per_fold(
     The folds are those of metrics.membership_metrics for the same seed (by patient
     with `groups`).
     """
-    labels = np.asarray(labels, dtype=int)
-    check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
-    ranks = np.column_stack([rankdata(c) / len(c) for c in np.asarray(columns, float).T])
-    calls = np.zeros(len(labels), dtype=bool)
-    out_of_fold = np.zeros(len(labels))
-    thresholds, chosen = [], []
-    for test in stratified_folds(labels, folds, seed, groups):
-        train = np.setdiff1d(np.arange(len(labels)), test)
-        aucs = [roc_auc_score(labels[train], ranks[train, a]) for a in range(ranks.shape[1])]
-        best = int(np.argmax(aucs))
-        threshold = fit_threshold(ranks[train, best], labels[train], policy)
-        calls[test] = ranks[test, best] >= threshold
-        out_of_fold[test] = ranks[test, best]
-        thresholds.append(threshold)
-        chosen.append(best)
-    return summarise(labels, out_of_fold, calls, thresholds, seed, bootstrap, chosen, groups=groups)
+    ranks = column_ranks(columns)
+    return cross_fit(ranks, labels, best_attack_rule(policy), folds, seed, bootstrap, groups)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the checks read: the settings, the gate's metrics (in the membership unit),
+    the candidates' labels, their near-copies, exposure and the power check."""
+
+    settings: AuditSettings
+    gate: MembershipMetrics
+    labels: np.ndarray
+    near_copies: NearCopies | None = None
+    exposure: Exposure | None = None
+    power: PowerCheck | None = None
 
 
 # --- the checks ----------------------------------------------------------------------
 
 
 class Check(Protocol):
-    def fails(self, result: AuditResult) -> str | None:
+    def fails(self, evidence: Evidence) -> str | None:
         """Why the release fails this check, or None when it passes."""
 
 
@@ -90,8 +95,8 @@ class F1Limit:
 
     max_f1: float
 
-    def fails(self, result: AuditResult) -> str | None:
-        f1 = result.gate.f1
+    def fails(self, evidence: Evidence) -> str | None:
+        f1 = evidence.gate.f1
         if f1 > self.max_f1:
             return f"leakage F1 {f1:.3f} is over the limit {self.max_f1:.3f}"
         return None
@@ -101,9 +106,9 @@ class F1Limit:
 class NoNearCopies:
     """No generated image may be a near-copy of a candidate (--fail-on-near-copies)."""
 
-    def fails(self, result: AuditResult) -> str | None:
-        if result.near_copies:
-            return f"{len(result.near_copies)} generated image(s) are near-copies of candidates"
+    def fails(self, evidence: Evidence) -> str | None:
+        if evidence.near_copies:
+            return f"{len(evidence.near_copies)} generated image(s) are near-copies of candidates"
         return None
 
 
@@ -111,9 +116,9 @@ class NoNearCopies:
 class NoMemberNearCopies:
     """No member may have a near-copy among the generated images (the worst leak)."""
 
-    def fails(self, result: AuditResult) -> str | None:
-        copied = [] if result.near_copies is None else result.near_copies.copied
-        members = sum(int(result.candidates.labels[c]) for c in copied)
+    def fails(self, evidence: Evidence) -> str | None:
+        copied = [] if evidence.near_copies is None else evidence.near_copies.copied
+        members = sum(int(evidence.labels[c]) for c in copied)
         if members:
             return f"{members} member(s) have a near-copy among the generated images"
         return None
@@ -126,8 +131,8 @@ class NoExposure:
 
     alpha: float
 
-    def fails(self, result: AuditResult) -> str | None:
-        e = result.exposure
+    def fails(self, evidence: Evidence) -> str | None:
+        e = evidence.exposure
         if e is None or e.p_value >= self.alpha:
             return None
         return (
@@ -141,9 +146,9 @@ class NoExposure:
 class ConclusivePower:
     """The power check must find its planted copies (--fail-inconclusive)."""
 
-    def fails(self, result: AuditResult) -> str | None:
-        power = result.power
-        if power is not None and not conclusive(result):
+    def fails(self, evidence: Evidence) -> str | None:
+        power = evidence.power
+        if power is not None and not conclusive(power):
             return (
                 f"the power check found only {power.found} of {power.planted} planted "
                 "copies: a PASS would be inconclusive"
@@ -168,30 +173,13 @@ def checks_for(settings: AuditSettings) -> list[Check]:
 # --- the verdict ---------------------------------------------------------------------
 
 
-def conclusive(result: AuditResult) -> bool:
+def conclusive(power: PowerCheck | None) -> bool:
     """The power check found (nearly) all planted copies: a PASS means something."""
-    return result.power is None or result.power.fraction >= POWER_NEEDED
+    return power is None or power.fraction >= POWER_NEEDED
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The gate's verdict and every reason it fails (empty: it passes)."""
-
-    failures: list[str]
-    conclusive: bool
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    @property
-    def verdict(self) -> str:
-        if not self.passed:
-            return "FAIL"
-        return "PASS" if self.conclusive else "PASS (inconclusive)"
-
-
-def decide(result: AuditResult) -> Decision:
-    """Run every check the result's settings ask for."""
-    failures = [f for check in checks_for(result.settings) if (f := check.fails(result))]
-    return Decision(failures=failures, conclusive=conclusive(result))
+def decide(evidence: Evidence) -> Decision:
+    """Run every check the settings ask for."""
+    checks = checks_for(evidence.settings)
+    failures = [f for check in checks if (f := check.fails(evidence))]
+    return Decision(failures=failures, conclusive=conclusive(evidence.power))

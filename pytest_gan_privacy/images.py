@@ -182,7 +182,7 @@ class ImageSet:
             sources=[self.sources[i] for i in positions],
             groups=[self.groups[i] for i in positions],
             file_keys=[self.file_keys[i] for i in positions],
-            skipped={},
+            skipped=dict(self.skipped),  # still to be named
         )
 
     def drop_skipped(self) -> list[int]:

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from .distributed import SINGLE, World
 from .errors import AuditInputError
 from .runtime import autocast, use_bf16
+from .settings import MaePreset
 
 # Part of the weights' cache key: bump it when training gives other weights.
 MAE_VERSION = 2  # 2: fused AdamW
@@ -75,11 +76,11 @@ class MAEConfig:
 PRESETS = {
     # Measured on brainmri64 (README, "MAE"): as good as 6 blocks of width 192 at 60 %
     # of the training time; 8-px patches keep the local detail memorised images share.
-    "cpu": MAEConfig(),
+    MaePreset.CPU: MAEConfig(),
     # ViT-B's encoder on the same 8 x 8 grid of patches (16 px at 128 px, so that
     # timm's vit_base_patch16_224.mae weights fit), a light decoder for small data.
     # Not measured here: no GPU was available.
-    "gpu": MAEConfig(
+    MaePreset.GPU: MAEConfig(
         img_size=128,
         patch_size=16,
         embed_dim=768,

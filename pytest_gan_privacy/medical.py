@@ -34,7 +34,7 @@ import numpy as np
 from .dicom import DicomImages, looks_like_dicom
 from .errors import MissingDecoderError, NotAnImage, UnreadableImage, library_detail
 from .nifti import NIFTI_SUFFIXES, SLICE_AXES, NiftiImages
-from .settings import MAX_PIXELS  # decoded, a pixel takes 2 to 8 bytes (its stored type)
+from .settings import MAX_PIXELS, SliceAxis  # decoded, a pixel takes 2 to 8 bytes each
 from .windowing import Window, finish
 
 DICOM = "dicom"
@@ -51,7 +51,7 @@ class DecodeOptions:
 
     # (center, width) in the modality's units (HU for CT); overrides every header
     window: tuple[float, float] | None = None
-    slice_axis: str = "axial"  # NIfTI: sagittal, coronal or axial slices
+    slice_axis: SliceAxis = SliceAxis.AXIAL  # NIfTI: sagittal, coronal or axial slices
     # NIfTI: slices START <= i < STOP of the canonical volume (None: from the first / to
     # the last)
     slice_range: tuple[int | None, int | None] | None = None

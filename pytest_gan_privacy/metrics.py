@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import (
     confusion_matrix,
     precision_recall_curve,
@@ -23,6 +24,7 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .errors import AuditInputError
+from .settings import ThresholdPolicy
 
 LOW_FPRS = (0.01, 0.001)
 
@@ -46,7 +48,7 @@ class MembershipMetrics:
     chosen: list[int] = field(default_factory=list)  # per fold, when choosing among attacks
     # per candidate, so not in as_dict(): the out-of-fold call (True: used) and the score
     # the metrics were computed from (out-of-fold ranks when choosing among attacks:
-    # gate.best_per_fold)
+    # cross_fit)
     calls: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
@@ -127,37 +129,82 @@ def max_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 ThresholdRule = Callable[[np.ndarray, np.ndarray], float]
 
-# The threshold policies by name (settings.THRESHOLD_POLICIES lists these keys; a test
-# keeps them equal). Measured in benchmarks/threshold_policy.py: with no information,
-# prevalence gives F1 0.50, max-f1 0.66 (calling everything used gives 2/3).
-THRESHOLD_RULES: dict[str, ThresholdRule] = {
-    "prevalence": prevalence_threshold,
-    "max-f1": max_f1_threshold,
+# Each threshold policy's rule. Measured in benchmarks/threshold_policy.py: with no
+# information, prevalence gives F1 0.50, max-f1 0.66 (calling everything used gives 2/3).
+THRESHOLD_RULES: dict[ThresholdPolicy, ThresholdRule] = {
+    ThresholdPolicy.PREVALENCE: prevalence_threshold,
+    ThresholdPolicy.MAX_F1: max_f1_threshold,
 }
 
 
-def fit_threshold(scores: np.ndarray, labels: np.ndarray, policy: str) -> float:
-    """A score threshold fitted on labelled scores by the named policy
-    (THRESHOLD_RULES); a candidate at or above it is called used."""
-    try:
-        rule = THRESHOLD_RULES[policy]
-    except KeyError:
-        raise ValueError(f"unknown threshold policy {policy!r}") from None
-    return rule(scores, labels)
+def fit_threshold(scores: np.ndarray, labels: np.ndarray, policy: ThresholdPolicy | str) -> float:
+    """A score threshold fitted on labelled scores by `policy` (THRESHOLD_RULES); a
+    candidate at or above it is called used."""
+    return THRESHOLD_RULES[ThresholdPolicy(policy)](scores, labels)
 
 
-def cross_fitted_calls(
-    scores: np.ndarray, labels: np.ndarray, fold_tests: list[np.ndarray], policy: str
-) -> tuple[np.ndarray, list[float]]:
-    """Out-of-fold used / not-used calls and the threshold each fold used."""
-    calls = np.zeros(len(scores), dtype=bool)
-    thresholds = []
-    for test in fold_tests:
-        train = np.setdiff1d(np.arange(len(scores)), test)
-        threshold = fit_threshold(scores[train], labels[train], policy)
-        calls[test] = scores[test] >= threshold
-        thresholds.append(threshold)
-    return calls, thresholds
+@dataclass(frozen=True)
+class FoldCall:
+    """What a per-fold rule decides for the fold it classifies, from the other folds."""
+
+    calls: np.ndarray  # the fold's calls (True: used)
+    chosen: int | None = None  # the column (attack) it chose, when it chooses
+    threshold: float | None = None  # the threshold fitted on the other folds, if any
+
+
+# (the other folds' columns (n, A), their labels, the fold's columns (m, A)) -> FoldCall
+FoldRule = Callable[[np.ndarray, np.ndarray, np.ndarray], FoldCall]
+
+
+def threshold_rule(policy: ThresholdPolicy | str) -> FoldRule:
+    """One attack's rule: a threshold fitted by `policy` on the other folds."""
+
+    def rule(train: np.ndarray, labels: np.ndarray, test: np.ndarray) -> FoldCall:
+        threshold = fit_threshold(train[:, 0], labels, policy)
+        return FoldCall(test[:, 0] >= threshold, threshold=threshold)
+
+    return rule
+
+
+def cross_fit(
+    columns: np.ndarray,
+    labels: np.ndarray,
+    rule: FoldRule,
+    folds: int = 5,
+    seed: int = 0,
+    bootstrap: int = 1000,
+    groups: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
+) -> MembershipMetrics:
+    """Cross-fitting: each stratified fold (by patient with `groups`) is called by `rule`
+    fitted on the other folds, and every metric comes from these out-of-fold calls.
+
+    `columns` (C, A): the attacks' scores the rule sees. `scores` (C, A), default
+    `columns`: what the threshold-free metrics read, the chosen column's per fold (ranks
+    over all candidates when folds may choose different attacks, so that they compare)."""
+    labels = np.asarray(labels, dtype=int)
+    columns = np.asarray(columns, dtype=float).reshape(len(labels), -1)
+    scores = columns if scores is None else np.asarray(scores, dtype=float)
+    check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
+    calls = np.zeros(len(labels), dtype=bool)
+    out_of_fold = np.zeros(len(labels))
+    thresholds, chosen = [], []
+    for test in stratified_folds(labels, folds, seed, groups):
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        fold = rule(columns[train], labels[train], columns[test])
+        calls[test] = fold.calls
+        out_of_fold[test] = scores[test, fold.chosen or 0]
+        if fold.threshold is not None:
+            thresholds.append(fold.threshold)
+        if fold.chosen is not None:
+            chosen.append(fold.chosen)
+    return summarise(labels, out_of_fold, calls, thresholds, seed, bootstrap, chosen, groups)
+
+
+def column_ranks(columns: np.ndarray) -> np.ndarray:
+    """Each column's scores as ranks in (0, 1] over all rows: labels-blind, and
+    comparable across attacks."""
+    return np.column_stack([rankdata(c) / len(c) for c in np.asarray(columns, float).T])
 
 
 def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float | None:
@@ -239,7 +286,7 @@ def _group_bootstrap(
 def membership_metrics(
     scores: np.ndarray,
     labels: np.ndarray,
-    policy: str = "prevalence",
+    policy: ThresholdPolicy | str = ThresholdPolicy.PREVALENCE,
     folds: int = 5,
     seed: int = 0,
     bootstrap: int = 1000,
@@ -253,13 +300,9 @@ def membership_metrics(
     non-members. Both must be in a name-independent order (content-hash order), so
     that folds and bootstrap samples do not depend on names.
     """
-    labels = np.asarray(labels, dtype=int)
-    scores = np.asarray(scores, dtype=float)
-    check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
-    calls, thresholds = cross_fitted_calls(
-        scores, labels, stratified_folds(labels, folds, seed, groups), policy
-    )
-    return summarise(labels, scores, calls, thresholds, seed, bootstrap, groups=groups)
+    rule = threshold_rule(policy)
+    return cross_fit(np.asarray(scores, dtype=float)[:, None], labels, rule, folds, seed,
+                     bootstrap, groups)  # fmt: skip
 
 
 def summarise(

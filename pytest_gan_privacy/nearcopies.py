@@ -42,8 +42,11 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from . import __version__
+from .cache import cache_key
 from .encoders import FixedEncoder
-from .runtime import use_bf16
+from .runtime import device_identity, use_bf16
+from .settings import Choice
 from .similarity import Rows, as_rows, merge_top_k
 from .structure import LOCAL_STRUCTURE_C, WINDOW, crop, local_structure, structure_of_tiles
 
@@ -308,6 +311,24 @@ def detector_identity(device: torch.device) -> dict:
     }
 
 
+def detector_key(
+    device: torch.device, hash_lists: list[list[str]], orientation: int, *more: object
+) -> str:
+    """The cache key of a near-copy scan or threshold: the images' hashes in order, how
+    the candidates are turned, the detector's settings, the device and the versions."""
+    digests = [hashlib.sha256("\n".join(h).encode()).hexdigest() for h in hash_lists]
+    return cache_key(
+        "near-copy",
+        detector_identity(device),
+        *device_identity(device),
+        __version__,
+        torch.__version__,
+        digests,
+        orientation,
+        *more,
+    )
+
+
 TWIN_RANK = 3  # the reference skips each real image's two most similar other candidates
 COPY_QUANTILE = 0.05  # the copy level: 95 % of standard copies of candidates score above it
 COPY_SIMILARITIES = 400  # at least this many copies set the copy level (several per candidate)
@@ -398,13 +419,19 @@ def copy_level(candidates: torch.Tensor, seed: int, device: torch.device | str =
     return float(torch.quantile(sims.double(), COPY_QUANTILE))
 
 
+class LimitedBy(Choice):
+    """What set the near-copy threshold."""
+
+    COPY_LEVEL = "copy level"  # the normal case: copies stand out from unrelated real pairs
+    REAL_PAIRS = "real pairs"  # real images here are as alike as copies
+
+
 @dataclass(frozen=True)
 class NearCopyThreshold:
     """A generated image is a near-copy of a candidate when their similarity is over
-    `value` = max(`reference`, `copy_level`); `limited_by` says which decided: "copy
-    level" (the normal case: copies stand out from unrelated real pairs), or "real pairs"
-    (real images here are as alike as copies: fewer copies are found, and the power
-    check says so, rather than the gate raising false alarms)."""
+    `value` = max(`reference`, `copy_level`); `limited_by` says which decided (with real
+    pairs, fewer copies are found, and the power check says so, rather than the gate
+    raising false alarms)."""
 
     value: float
     reference: float
@@ -412,8 +439,10 @@ class NearCopyThreshold:
     pair: tuple[int, int] | None = None  # the two candidates that set the reference
 
     @property
-    def limited_by(self) -> str:
-        return "copy level" if self.copy_level >= self.reference else "real pairs"
+    def limited_by(self) -> LimitedBy:
+        if self.copy_level >= self.reference:
+            return LimitedBy.COPY_LEVEL
+        return LimitedBy.REAL_PAIRS
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """As a cache entry (float64: the floats come back exactly); `from_tensors`."""

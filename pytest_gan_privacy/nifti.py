@@ -19,12 +19,13 @@ import nibabel as nib
 import numpy as np
 
 from .errors import UnreadableImage, library_detail
+from .settings import SliceAxis
 from .windowing import Window, percentile_window, stride, user_window
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # axes of the canonical (RAS+) array: x runs to the patient's right, y to the front,
 # z to the head
-SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+SLICE_AXES = {SliceAxis.SAGITTAL: 0, SliceAxis.CORONAL: 1, SliceAxis.AXIAL: 2}
 
 
 class NiftiImages:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 from .files import GENERATOR
 from .gate import POWER_NEEDED
 from .nearcopies import ANGLES, CANARY_LEVELS, DECIDING_LEVEL, MAX_SHIFT
-
-if TYPE_CHECKING:
-    from .audit import AuditResult
+from .result import AuditResult
 
 SHORT_HASH = 12  # hex digits of a candidate's SHA-256 in the report and JSON
 MAX_LISTED = 1000  # near-copy pairs listed in the JSON (all are counted)
@@ -127,7 +124,7 @@ def near_copies_json(result: AuditResult) -> dict | None:
         "threshold": t.value,
         "reference": t.reference,
         "copy_level": t.copy_level,
-        "limited_by": t.limited_by,
+        "limited_by": str(t.limited_by),
         "count": len(nc),
         "members_copied": sum(int(labels[c]) for c in nc.copied),
         "non_members_copied": sum(1 - int(labels[c]) for c in nc.copied),

@@ -164,3 +164,26 @@ class ProgressPrinter:
         elif percent // 25 > self._last_quarter:
             self._last_quarter = percent // 25
             self.write(line + "\n")
+
+
+class Stopwatch:
+    """Seconds per stage, for a result's timings."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.started = self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round(now - self.last, 3)
+        self.last = now
+
+    def move(self, seconds: float, source: str, target: str) -> None:
+        """Count `seconds` of the stage `source` as the stage `target`'s (a streamed
+        encoding runs inside the attacks that read it)."""
+        self.timings[source] = round(self.timings[source] - seconds, 3)
+        self.timings[target] = round(self.timings[target] + seconds, 3)
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self.started, 3)
+        return self.timings

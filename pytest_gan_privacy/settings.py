@@ -14,6 +14,7 @@ import argparse
 import math
 import os
 from dataclasses import MISSING, dataclass, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,89 @@ from .errors import AuditInputError
 # no information gets F1 0.50 on a balanced candidate set, 95th percentile 0.54-0.57,
 # while the clear leaks score 0.95 (VAE trained on 100 images) and 0.998 (copies).
 DEFAULT_MAX_F1 = 0.60
-FEATURE_CHOICES = ("mae", "pixels", "vit")
-MAE_PRESETS = ("auto", "cpu", "gpu")  # mae.PRESETS, and auto: gpu on a CUDA device
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-THRESHOLD_POLICIES = ("prevalence", "max-f1")
-SLICE_AXES = ("axial", "coronal", "sagittal")  # medical.SLICE_AXES
 REQUIRED = ("generated", "used", "not_used")
+DEFAULT_REPORT = "gan-audit-report.html"  # in the folder the audit is run from
+
+
+class Choice(str, Enum):
+    """A setting's choices: each member is its value where text is wanted (flags, the
+    JSON, messages), and code compares members, never text."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    def __hash__(self) -> int:  # as its value's: a member and its text are one key
+        return hash(self.value)
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(str(member.value) for member in cls)
+
+
+class Features(Choice):
+    """The learned feature space beside the pixel-based ones (encoders.py registers a
+    factory for each)."""
+
+    MAE = "mae"  # a masked autoencoder trained on the generated images
+    PIXELS = "pixels"  # none: the pixel-based spaces alone
+    VIT = "vit"  # a timm ViT from a local checkpoint
+
+
+class MaePreset(Choice):
+    """The MAE's size and training (mae.PRESETS), auto: gpu on a CUDA device."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class DeviceChoice(Choice):
+    AUTO = "auto"  # CUDA when present
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class ThresholdPolicy(Choice):
+    """How a cross-fitted threshold is chosen (metrics.THRESHOLD_RULES)."""
+
+    PREVALENCE = "prevalence"  # call used the fraction of candidates that are members
+    MAX_F1 = "max-f1"  # the threshold of the best F1 on the other folds
+
+
+class SliceAxis(Choice):
+    """The axis NIfTI volumes are sliced along (nifti.SLICE_AXES)."""
+
+    AXIAL = "axial"
+    CORONAL = "coronal"
+    SAGITTAL = "sagittal"
+
+
+class OutputKind(Choice):
+    """What an output file is, as messages name it, and a file name to suggest for it."""
+
+    REPORT = "report"
+    JSON = "JSON"
+    PREDICTIONS = "predictions"
+    SCORES = "scores"
+
+    @classmethod
+    def from_suffix(cls, suffix: str) -> OutputKind:
+        """A report or its JSON, by the file's suffix."""
+        return cls.JSON if suffix.lower() == ".json" else cls.REPORT
+
+    @property
+    def example(self) -> str:
+        return {
+            OutputKind.REPORT: DEFAULT_REPORT,
+            OutputKind.JSON: DEFAULT_REPORT.replace(".html", ".json"),
+            OutputKind.PREDICTIONS: "predictions.csv",
+            OutputKind.SCORES: "scores.csv",
+        }[self]
+
+
 # numpy, torch and scikit-learn all take a seed in 0 .. 2**32 - 1 (sklearn's
 # random_state is the narrowest)
 MAX_SEED = 2**32 - 1
@@ -38,7 +116,6 @@ MAX_SEED = 2**32 - 1
 # frames together or a NIfTI volume (medical.py), checked from the header before any
 # pixel is decoded. 16,384 x 16,384: a CT of 1,024 slices of 512 x 512.
 MAX_PIXELS = 16_384 * 16_384
-DEFAULT_REPORT = "gan-audit-report.html"  # in the folder the audit is run from
 # an input folder, an input file, a file to write, a folder to write in (the cache)
 PATH_KINDS = ("folder", "file", "output", "output_folder")
 
@@ -53,17 +130,17 @@ class AuditSettings:
     max_f1: float = DEFAULT_MAX_F1
     report: Path | None = None
     json: Path | None = None
-    features: str = "mae"
-    device: str = "auto"
+    features: Features = Features.MAE
+    device: DeviceChoice = DeviceChoice.AUTO
     seed: int = 0
-    threshold_policy: str = "prevalence"
+    threshold_policy: ThresholdPolicy = ThresholdPolicy.PREVALENCE
     folds: int = 5
     bootstrap: int = 1000
     # timm ViT features: a model name from timm's registry and a local weights file
     vit_model: str = "vit_base_patch16_224"
     checkpoint: Path | None = None
     # the masked autoencoder trained on the generated images (features "mae")
-    mae_preset: str = "auto"
+    mae_preset: MaePreset = MaePreset.AUTO
     mae_epochs: int | None = None  # None: the preset's
     mae_max_images: int | None = None  # None: the preset's
     batch_size: int = 64
@@ -85,7 +162,7 @@ class AuditSettings:
     # medical formats (medical.DecodeOptions): a VOI window (center, width) in the
     # modality's units that overrides every header, how NIfTI volumes are sliced
     window: tuple[float, float] | None = None
-    slice_axis: str = "axial"
+    slice_axis: SliceAxis = SliceAxis.AXIAL
     slice_range: tuple[int | None, int | None] | None = None  # START <= slice < STOP
     volume: int | None = None  # the volume of a 4-D NIfTI series
     max_pixels: int = MAX_PIXELS  # the most pixels one DICOM or NIfTI file may hold
@@ -99,7 +176,7 @@ class AuditSettings:
                     setattr(self, option.name, option.parse(value))
         except argparse.ArgumentTypeError as exc:
             raise AuditInputError(str(exc)) from None
-        if self.features == "vit" and self.checkpoint is None:
+        if self.features is Features.VIT and self.checkpoint is None:
             raise AuditInputError(
                 "features 'vit' need a local weights file: give --checkpoint PATH "
                 "(e.g. timm's vit_base_patch16_224.mae weights or an official MAE checkpoint)"
@@ -119,8 +196,12 @@ class AuditSettings:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else value
+            out[f.name] = str(value) if isinstance(value, (Path, Choice)) else value
         return out
+
+
+# what a `gan_audit` marker may set: every setting
+MARKER_KEYS = tuple(sorted(f.name for f in fields(AuditSettings)))
 
 
 def default_of(name: str) -> Any:
@@ -138,9 +219,16 @@ class Option:
     # str, folder (an input folder), file (an input file), output (a file to write),
     # output_folder, fraction, probability, int, choice, bool, window or range
     kind: str = "str"
-    choices: tuple[str, ...] = ()
+    choices: type[Choice] | None = None  # for kind "choice"
     minimum: int = 0
     maximum: int | None = None
+    output: OutputKind | None = None  # for kind "output"
+    required: bool = False  # on the command line, whatever its default
+
+    @property
+    def needed(self) -> bool:
+        """Whether the command line requires it."""
+        return self.required or self.default is MISSING
 
     @property
     def flag(self) -> str:
@@ -174,7 +262,7 @@ class Option:
         """A value from a flag, an ini file or a marker, validated; raises
         argparse.ArgumentTypeError with a message that says what is allowed."""
         if self.is_path:
-            return parse_path(value, self.name.replace("_", " "), self.kind)
+            return parse_path(value, self.name.replace("_", " "), self.kind, self.output)
         if self.kind == "fraction":
             return parse_max_f1(value)
         if self.kind == "probability":
@@ -182,6 +270,7 @@ class Option:
         if self.kind == "int":
             return parse_int(value, self.name.replace("_", " "), self.minimum, self.maximum)
         if self.kind == "choice":
+            assert self.choices is not None
             return parse_choice(value, self.choices, self.name.replace("_", " "))
         if self.kind == "bool":
             return parse_bool(value, self.name)
@@ -197,24 +286,34 @@ OPTIONS: tuple[Option, ...] = (
     Option("used", "folder of real images the model was trained on (members)", "folder"),
     Option("not_used", "folder of real images it was not trained on (non-members)", "folder"),
     Option("max_f1", "fail when the leakage F1 is over this limit", "fraction"),
-    Option("report", f"HTML report to write (default ./{DEFAULT_REPORT})", "output"),
-    Option("json", "JSON result to write (default: the report's path with .json)", "output"),
+    Option(
+        "report",
+        f"HTML report to write (default ./{DEFAULT_REPORT})",
+        "output",
+        output=OutputKind.REPORT,
+    ),
+    Option(
+        "json",
+        "JSON result to write (default: the report's path with .json)",
+        "output",
+        output=OutputKind.JSON,
+    ),
     Option(
         "features",
         "learned features beside the pixel-based ones: mae (a masked autoencoder trained "
         "on the generated images), vit (a timm ViT from --checkpoint) or pixels (none)",
         "choice",
-        FEATURE_CHOICES,
+        Features,
     ),
     Option(
         "device",
         "where to compute: auto (CUDA when present), cpu or cuda",
         "choice",
-        DEVICE_CHOICES,
+        DeviceChoice,
     ),
     Option("seed", "random seed of folds, bootstrap and training", "int", maximum=MAX_SEED),
     Option(
-        "threshold_policy", "how the cross-fitted threshold is chosen", "choice", THRESHOLD_POLICIES
+        "threshold_policy", "how the cross-fitted threshold is chosen", "choice", ThresholdPolicy
     ),
     Option("folds", "cross-fitting folds", "int", minimum=2, maximum=1000),
     Option(
@@ -235,7 +334,7 @@ OPTIONS: tuple[Option, ...] = (
         "the MAE's size and training: cpu (minutes on 2 cores), gpu (ViT-B-like); auto "
         "picks by the device",
         "choice",
-        MAE_PRESETS,
+        MaePreset,
     ),
     Option(
         "mae_epochs",
@@ -313,7 +412,7 @@ OPTIONS: tuple[Option, ...] = (
         "percentile window)",
         "window",
     ),
-    Option("slice_axis", "NIfTI: the axis volumes are sliced along", "choice", SLICE_AXES),
+    Option("slice_axis", "NIfTI: the axis volumes are sliced along", "choice", SliceAxis),
     Option(
         "slice_range",
         "NIfTI: only the slices START:STOP (START <= slice < STOP, in the reoriented "
@@ -370,13 +469,15 @@ def parse_probability(value: object, what: str) -> float:
     return number
 
 
-def parse_choice(value: object, choices: tuple[str, ...], what: str) -> str:
+def parse_choice(value: object, choices: type[Choice], what: str) -> Choice:
+    """A member of `choices`, from its value (any case)."""
     text = str(value).strip().lower()
-    if text not in choices:
-        raise argparse.ArgumentTypeError(
-            f"unknown {what} {value!r}: choose one of {', '.join(choices)}"
-        )
-    return text
+    for member in choices:
+        if str(member.value).lower() == text:
+            return member
+    raise argparse.ArgumentTypeError(
+        f"unknown {what} {value!r}: choose one of {', '.join(choices.values())}"
+    )
 
 
 def parse_int(value: object, what: str, minimum: int = 0, maximum: int | None = None) -> int:
@@ -405,17 +506,9 @@ def parse_text(value: object, what: str) -> str:
     return text
 
 
-# a file name to suggest when an output names a folder, by what it is
-OUTPUT_EXAMPLES = {
-    "report": DEFAULT_REPORT,
-    "json": DEFAULT_REPORT.replace(".html", ".json"),
-    "out": "predictions.csv",
-    "predictions": "predictions.csv",
-    "scores": "scores.csv",
-}
-
-
-def parse_path(value: object, what: str, kind: str = "folder") -> Path:
+def parse_path(
+    value: object, what: str, kind: str = "folder", output: OutputKind | None = None
+) -> Path:
     """A path, not empty (an unset variable, `--generated ""`, would mean the working
     folder) and without NUL (no file system takes one). An output must name a file."""
     text = str(value)
@@ -434,7 +527,7 @@ def parse_path(value: object, what: str, kind: str = "folder") -> Path:
             "the full path"
         ) from None
     if kind == "output" and path.name in ("", ".", ".."):
-        example = Path(text) / OUTPUT_EXAMPLES.get(what, DEFAULT_REPORT)
+        example = Path(text) / (output or OutputKind.REPORT).example
         raise argparse.ArgumentTypeError(
             f"the {what} path {text!r} names a folder, not a file: give a file name, e.g. {example}"
         )
@@ -601,7 +694,7 @@ class PredictSettings:
 
     audit: AuditSettings
     candidates: Path
-    out: Path
+    out: Path | None = None  # required on the command line
     scores: Path | None = None
     json: Path | None = None
 
@@ -645,10 +738,24 @@ PREDICT_OPTIONS: tuple[PredictOption, ...] = (
         "folder of unlabelled real images: which of them trained the model is predicted",
         "folder",
     ),
-    PredictOption("out", "CSV to write: '<file name>,<1|0>' per candidate (1 = used)", "output"),
-    PredictOption("scores", "CSV to write: '<file name>,<score>' per candidate", "output"),
     PredictOption(
-        "json", "JSON to write: the development estimate and the calls' summary", "output"
+        "out",
+        "CSV to write: '<file name>,<1|0>' per candidate (1 = used)",
+        "output",
+        output=OutputKind.PREDICTIONS,
+        required=True,
+    ),
+    PredictOption(
+        "scores",
+        "CSV to write: '<file name>,<score>' per candidate",
+        "output",
+        output=OutputKind.SCORES,
+    ),
+    PredictOption(
+        "json",
+        "JSON to write: the development estimate and the calls' summary",
+        "output",
+        output=OutputKind.JSON,
     ),
 )
 

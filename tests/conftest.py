@@ -17,7 +17,7 @@ prefer_passive_waiting()
 import timm  # noqa: F401
 from helpers import TINY_MAE
 
-import pytest_gan_privacy.audit  # noqa: F401
+import pytest_gan_privacy.pipeline  # noqa: F401
 from pytest_gan_privacy import mae
 from pytest_gan_privacy.synthetic import make_release
 

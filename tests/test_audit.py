@@ -14,12 +14,13 @@ from helpers import settings_for
 from PIL import Image
 from safetensors.torch import save_file
 
-from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.encoders import TimmViTEncoder
 from pytest_gan_privacy.errors import AuditInputError
-from pytest_gan_privacy.features import encode_images
+from pytest_gan_privacy.features import Encoding, encode_images
 from pytest_gan_privacy.images import load_image_set
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.report import write_outputs
+from pytest_gan_privacy.results import result_json
 
 JSON_KEYS = {
     "passed",
@@ -64,7 +65,7 @@ def test_json_result_has_the_documented_fields(leaky_release, tmp_path: Path):
 
 
 def _numbers(result) -> dict:
-    data = result.as_dict()
+    data = result_json(result)
     # what was left out is named by file, not a number
     for volatile in ("created", "seconds", "timings", "settings", "inputs", "cache", "left_out"):
         data.pop(volatile)
@@ -140,7 +141,7 @@ def test_unbalanced_candidates_are_warned_about_in_the_json(clean_release, tmp_p
     for extra in sorted((copy / "real" / "not_used").iterdir())[10:]:
         extra.unlink()
     result = run_audit(settings_for(copy))
-    data = json.loads(json.dumps(result.as_dict()))
+    data = json.loads(json.dumps(result_json(result)))
     assert data["n_used"] == 30 and data["n_not_used"] == 10
     # 10 non-members are also too few to mean much
     assert len(data["warnings"]) == 2
@@ -165,7 +166,7 @@ def test_unreadable_images_stop_the_audit_or_are_skipped_and_counted(clean_relea
         run_audit(settings_for(copy))
     (tmp_path / "notes.png").rename(copy / "real" / "used" / "notes.png")
     result = run_audit(settings_for(copy, skip_bad_images=True))
-    data = result.as_dict()
+    data = result_json(result)
     assert (data["n_generated"], data["n_used"]) == (150, 30)
     assert [(s["role"], Path(s["path"]).name) for s in data["skipped_images"]] == [
         ("generated", "broken.png"),
@@ -194,7 +195,7 @@ def test_16_bit_palette_rgba_and_cmyk_images_work(leaky_release, tmp_path: Path)
             img.convert("CMYK").save(path.with_suffix(".jpg"), quality=95)
     result = run_audit(settings_for(copy))
     original = run_audit(settings_for(leaky_release))
-    assert result.as_dict()["n_generated"] == 150
+    assert result_json(result)["n_generated"] == 150
     assert not result.passed and result.gate.auc > 0.95  # the leak is found in every mode
     # decoded as the originals were (up to JPEG's and colour conversion's rounding)
     for name in ("pixels nearest-neighbour", "patches nearest-neighbour"):
@@ -228,7 +229,7 @@ def test_an_audit_makes_no_network_connection(leaky_release, monkeypatch, tmp_pa
     vit = TimmViTEncoder("vit_tiny_patch16_224", weights, image_size=32)
     members = load_image_set(leaky_release / "real" / "used", "used")
     vit.fit(members, torch.device("cpu"), lambda *progress: None)
-    assert encode_images(members, vit, "cpu", workers=0).shape == (30, 192)
+    assert encode_images(members, vit, Encoding("cpu", workers=0)).shape == (30, 192)
 
 
 def test_same_seed_same_numbers(leaky_release, tmp_path: Path):
@@ -245,7 +246,7 @@ def test_same_seed_same_numbers(leaky_release, tmp_path: Path):
 
 def test_the_default_gate_fails_a_leak_through_each_of_its_checks(leaky_release):
     default = run_audit(settings_for(leaky_release))
-    members = default.as_dict()["near_copies"]["members_copied"]
+    members = result_json(default)["near_copies"]["members_copied"]
     e = default.exposure
     assert members > 0 and e.members_exposed > e.non_members_exposed and e.p_value < 0.01
     assert [f.split(" ")[0] for f in default.failures] == [
@@ -257,8 +258,8 @@ def test_the_default_gate_fails_a_leak_through_each_of_its_checks(leaky_release)
         settings_for(leaky_release, max_f1=1.0, allow_member_near_copies=True, exposure_alpha=0)
     )
     assert loose.passed and len(loose.near_copies) > 0
-    assert loose.as_dict()["near_copies"]["non_members_copied"] == 0
-    assert loose.as_dict()["exposure"]["significant"] is False  # the check is off
+    assert result_json(loose)["near_copies"]["non_members_copied"] == 0
+    assert result_json(loose)["exposure"]["significant"] is False  # the check is off
     strict = run_audit(
         settings_for(
             leaky_release,
@@ -287,12 +288,21 @@ def test_a_power_check_that_misses_copies_makes_a_pass_inconclusive(clean_releas
 
     from pytest_gan_privacy.nearcopies import DECIDING_LEVEL, LevelPower, PowerCheck
 
+    from pytest_gan_privacy.gate import Evidence, decide
+
+    def decided(result, power, settings):
+        """The result had the pipeline found this power check, under these settings."""
+        labels = result.candidates.labels
+        evidence = Evidence(settings, result.gate, labels, result.near_copies, None, power)
+        return replace(result, power=power, settings=settings, decision=decide(evidence))
+
     result = run_audit(settings_for(clean_release))
     assert result.verdict == "PASS" and result.power.fraction >= 0.9
-    result.power = PowerCheck({DECIDING_LEVEL: LevelPower(10, 7)}, list(range(10)))
+    weak = PowerCheck({DECIDING_LEVEL: LevelPower(10, 7)}, list(range(10)))
+    result = decided(result, weak, result.settings)
     assert result.verdict == "PASS (inconclusive)" and result.passed
-    assert result.as_dict()["power_check"]["conclusive"] is False
-    result.settings = replace(result.settings, fail_inconclusive=True)
+    assert result_json(result)["power_check"]["conclusive"] is False
+    result = decided(result, weak, replace(result.settings, fail_inconclusive=True))
     assert result.verdict == "FAIL"
     assert "found only 7 of 10 planted copies" in result.failures[0]
 
@@ -364,9 +374,10 @@ def test_a_reference_that_shares_images_with_the_candidates_is_refused(
     (copy / "reference").mkdir()
     member = sorted((copy / "real/used").iterdir())[0]
     shutil.copy(member, copy / "reference/also-a-member.png")
-    with pytest.raises(AuditInputError, match="1 reference image.*also candidates") as err:
+    with pytest.raises(AuditInputError, match="1 image.*in both used and reference") as err:
         run_audit(settings_for(copy, features="pixels", reference=copy / "reference"))
-    assert f"reference/also-a-member.png = used/{member.name}" in str(err.value)
+    assert f"used/{member.name} = reference/also-a-member.png" in str(err.value)
+    assert "the reference holds real images that are neither candidates" in str(err.value)
     with pytest.raises(AuditInputError, match="the used and reference folders are the same"):
         run_audit(settings_for(copy, reference=copy / "real/used"))
 
@@ -377,7 +388,7 @@ def test_tiny_inputs_are_warned_about_in_the_json_and_the_report(tmp_path: Path)
 
     tiny = make_release(tmp_path / "t", leaky=False, n_members=2, n_non_members=2, n_generated=3)
     result = run_audit(settings_for(tiny, features="pixels", folds=2))
-    data = result.as_dict()
+    data = result_json(result)
     assert any(
         w.startswith("too few candidates to mean much: 2 used and 2") for w in data["warnings"]
     )

@@ -16,7 +16,7 @@ from PIL import Image
 
 from pytest_gan_privacy.cache import ENV_VAR, TensorCache, cache_key, default_cache_dir, open_cache
 from pytest_gan_privacy.encoders import Encoder, PixelEncoder
-from pytest_gan_privacy.features import encode_images, feature_packs
+from pytest_gan_privacy.features import Encoding, encode_images, feature_packs
 from pytest_gan_privacy.images import load_image_set
 from pytest_gan_privacy.settings import AuditSettings
 
@@ -118,7 +118,7 @@ def test_only_new_or_damaged_packs_are_encoded_and_results_are_identical(clean_r
     def encode(cache):
         encoder = CountingEncoder()
         images = load_image_set(folder, "generated")
-        return encode_images(images, encoder, "cpu", 32, 0, cache=cache), encoder.encoded
+        return encode_images(images, encoder, Encoding("cpu", 32, 0, cache=cache)), encoder.encoded
 
     uncached, n = encode(None)
     assert n == 150
@@ -149,7 +149,7 @@ def test_an_encoder_without_an_identity_is_never_cached(clean_release, tmp_path)
             return pixels.flatten(1)
 
     images = load_image_set(clean_release / "real" / "used", "used")
-    encode_images(images, Anonymous(), "cpu", workers=0, cache=TensorCache(tmp_path))
+    encode_images(images, Anonymous(), Encoding("cpu", workers=0, cache=TensorCache(tmp_path)))
     assert _entries(tmp_path) == []
 
 
@@ -194,7 +194,7 @@ def test_two_audits_share_a_cache_folder_at_once(leaky_release, tmp_path: Path):
 def test_a_warm_run_reads_the_near_copy_scan_and_threshold_and_a_change_recomputes_them(
     leaky_release, tmp_path, monkeypatch
 ):
-    from pytest_gan_privacy import audit
+    from pytest_gan_privacy import pipeline, scoring
 
     release = tmp_path / "release"
     shutil.copytree(leaky_release, release)
@@ -205,14 +205,16 @@ def test_a_warm_run_reads_the_near_copy_scan_and_threshold_and_a_change_recomput
         features="pixels",
         cache_dir=tmp_path / "cache",
     )
-    cold = audit.run_audit(settings)
+    cold = pipeline.run_audit(settings)
     calls = []
-    scan, threshold = audit.robust_scan, audit.near_copy_threshold
-    monkeypatch.setattr(audit, "robust_scan", lambda *a, **k: calls.append("scan") or scan(*a, **k))
+    scan, threshold = scoring.robust_scan, pipeline.near_copy_threshold
     monkeypatch.setattr(
-        audit, "near_copy_threshold", lambda *a, **k: calls.append("level") or threshold(*a, **k)
+        scoring, "robust_scan", lambda *a, **k: calls.append("scan") or scan(*a, **k)
     )
-    warm = audit.run_audit(settings)
+    monkeypatch.setattr(
+        pipeline, "near_copy_threshold", lambda *a, **k: calls.append("level") or threshold(*a, **k)
+    )
+    warm = pipeline.run_audit(settings)
     assert calls == []
     assert warm.near_copies == cold.near_copies and warm.power == cold.power
     for name, result in cold.attacks.items():
@@ -220,7 +222,7 @@ def test_a_warm_run_reads_the_near_copy_scan_and_threshold_and_a_change_recomput
     # one more generated image: another scan, the same threshold (it is the candidates');
     # another seed: another copy level, the same scan (it draws nothing)
     Image.new("L", (64, 64), 99).save(release / "generated" / "new.png")
-    audit.run_audit(settings)
+    pipeline.run_audit(settings)
     assert calls == ["scan"]
-    audit.run_audit(dataclasses.replace(settings, seed=settings.seed + 1))
+    pipeline.run_audit(dataclasses.replace(settings, seed=settings.seed + 1))
     assert calls == ["scan", "level"]

@@ -191,12 +191,12 @@ def test_malformed_values_of_every_option_exit_2_before_any_work(
 ):
     """Fuzz-style: every option of the table, each malformed value, from the command
     line: exit 2 with one message, no traceback, nothing written, the audit not begun."""
-    import pytest_gan_privacy.audit
+    import pytest_gan_privacy.pipeline
 
     def started(*args, **kwargs):
         raise AssertionError("the audit started")
 
-    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", started)
+    monkeypatch.setattr(pytest_gan_privacy.pipeline, "run_audit", started)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "a-file").write_text("x")
@@ -240,12 +240,12 @@ def test_the_help_of_every_command_prints():
 
 def test_a_bug_exits_3_with_its_traceback_never_1(clean_release, tmp_path, monkeypatch, capsys):
     """1 is read as a leak by CI: an internal error must not look like one."""
-    import pytest_gan_privacy.audit
+    import pytest_gan_privacy.pipeline
 
     def broken(*args, **kwargs):
         raise RuntimeError("an internal error")
 
-    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", broken)
+    monkeypatch.setattr(pytest_gan_privacy.pipeline, "run_audit", broken)
     code = main(["audit", *audit_args(clean_release), "--report", str(tmp_path / "r.html")])
     err = capsys.readouterr().err
     assert code == 3
@@ -254,7 +254,7 @@ def test_a_bug_exits_3_with_its_traceback_never_1(clean_release, tmp_path, monke
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "r.html"))
 
-    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", full_disk)
+    monkeypatch.setattr(pytest_gan_privacy.pipeline, "run_audit", full_disk)
     code = main(["audit", *audit_args(clean_release), "--report", str(tmp_path / "r.html")])
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
@@ -290,9 +290,9 @@ def test_a_report_named_as_a_training_image_leaves_it_alone(clean_release, tmp_p
 def test_outputs_that_would_harm_a_file_or_be_lost_exit_2_before_the_audit(
     outputs, message, clean_release, tmp_path, monkeypatch, capsys
 ):
-    import pytest_gan_privacy.audit
+    import pytest_gan_privacy.pipeline
 
-    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", None)  # never called
+    monkeypatch.setattr(pytest_gan_privacy.pipeline, "run_audit", None)  # never called
     (tmp_path / "out").mkdir()
     (tmp_path / "out/x.json").write_text('{"mine": true}')
     (tmp_path / "a-folder").mkdir()
@@ -363,12 +363,12 @@ def test_a_hostile_file_name_cannot_forge_a_line_of_output(clean_release, tmp_pa
 
 
 def test_ctrl_c_exits_130_without_a_traceback(clean_release, tmp_path, monkeypatch, capsys):
-    import pytest_gan_privacy.audit
+    import pytest_gan_privacy.pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pytest_gan_privacy.audit, "run_audit", interrupted)
+    monkeypatch.setattr(pytest_gan_privacy.pipeline, "run_audit", interrupted)
     code = main(["audit", *audit_args(clean_release), "--report", str(tmp_path / "r.html")])
     err = capsys.readouterr().err
     assert code == 130 and "gan-privacy: interrupted" in err and "Traceback" not in err

@@ -4,8 +4,8 @@ import pytest
 import torch
 from helpers import TINY_MAE, settings_for
 
-from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.mae import build_model
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.runtime import autocast, use_bf16
 
 pytestmark = [

@@ -184,9 +184,9 @@ def test_every_image_unreadable_stops_even_when_skipping(tmp_path: Path):
     images = load_image_set(tmp_path, "used", skip_bad=True)
     with pytest.raises(AuditInputError, match="1 of 1 used images.*none is left to audit"):
         from pytest_gan_privacy.encoders import PixelEncoder
-        from pytest_gan_privacy.features import encode_images
+        from pytest_gan_privacy.features import Encoding, encode_images
 
-        encode_images(images, PixelEncoder(8), "cpu", workers=0)
+        encode_images(images, PixelEncoder(8), Encoding("cpu", workers=0))
 
 
 def test_a_decoding_process_that_dies_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch):

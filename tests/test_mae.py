@@ -10,13 +10,13 @@ from helpers import TINY_MAE
 from timm.models.vision_transformer import VisionTransformer
 
 from pytest_gan_privacy import mae
-from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.cache import TensorCache
 from pytest_gan_privacy.checkpoints import load_state_dict
 from pytest_gan_privacy.encoders import MAEEncoder
 from pytest_gan_privacy.errors import AuditInputError
-from pytest_gan_privacy.features import encode_images
+from pytest_gan_privacy.features import Encoding, encode_images
 from pytest_gan_privacy.images import load_image_set, load_pixels
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.settings import AuditSettings
 
 DEVICE = torch.device("cpu")
@@ -86,13 +86,13 @@ def test_cached_weights_give_identical_features_without_training(
     trained.fit(generated, DEVICE, lambda stage, done, total: stages.append((stage, done)))
     assert [done for _, done in stages] == [0, 1, 2, 3]  # a line per epoch, with the loss
     assert "loss" in stages[-1][0] and len(trainings) == 1
-    features = encode_images(generated, trained, DEVICE, workers=0)
+    features = encode_images(generated, trained, Encoding(DEVICE, workers=0))
 
     reloaded = MAEEncoder(TINY_MAE, "cpu", cache=cache, workers=0)
     reloaded.fit(generated, DEVICE, _no_progress)
     assert len(trainings) == 1
     assert reloaded.cache_identity() == trained.cache_identity()
-    assert torch.equal(encode_images(generated, reloaded, DEVICE, workers=0), features)
+    assert torch.equal(encode_images(generated, reloaded, Encoding(DEVICE, workers=0)), features)
 
 
 def test_a_corrupt_weights_entry_is_retrained(generated, tmp_path: Path, trainings):
@@ -168,7 +168,7 @@ def test_pretrained_mae_checkpoint_initialises_the_encoder(tmp_path: Path, gener
     encoder = MAEEncoder(TINY_MAE, "cpu", checkpoint=path, workers=0)
     encoder.fit(generated, DEVICE, _no_progress)  # loads the checkpoint, fine-tunes from there
     assert encoder.config == config
-    assert encode_images(generated, encoder, DEVICE, workers=0).shape == (150, 16 * 64)
+    assert encode_images(generated, encoder, Encoding(DEVICE, workers=0)).shape == (150, 16 * 64)
     assert encoder.describe()["initialised_from"] == str(path)
 
 

@@ -150,7 +150,7 @@ def test_the_same_slice_re_encoded_is_the_same_image(tmp_path: Path):
     assert len(not_used) == 1 and set(not_used.hashes) == set(used.hashes)
     assert [set(pair) for pair in not_used.duplicates] == [{"rle", "j2k"}]
 
-    from pytest_gan_privacy.audit import load_candidates
+    from pytest_gan_privacy.loading import load_candidates
 
     (tmp_path / "generated").mkdir()
     settings = AuditSettings(tmp_path / "generated", tmp_path / "used", tmp_path / "not_used")

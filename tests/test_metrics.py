@@ -4,7 +4,7 @@ import pytest
 from pytest_gan_privacy import metrics
 from pytest_gan_privacy.errors import AuditInputError
 from pytest_gan_privacy.metrics import chance_f1, membership_metrics
-from pytest_gan_privacy.settings import THRESHOLD_POLICIES
+from pytest_gan_privacy.settings import ThresholdPolicy
 
 
 def test_perfect_scores_give_f1_one_and_a_tight_interval():
@@ -39,7 +39,7 @@ def test_threshold_is_never_fitted_on_the_fold_it_classifies(monkeypatch):
     labels = np.r_[np.ones(25), np.zeros(25)].astype(int)
     scores = rng.random(50)
     folds = metrics.stratified_folds(labels, 5, seed=0)
-    metrics.cross_fitted_calls(scores, labels, folds, "prevalence")
+    metrics.cross_fit(scores[:, None], labels, metrics.threshold_rule("prevalence"), 5, 0, 0)
     assert len(seen) == 5
     for fitted_on, test in zip(seen, folds, strict=True):
         assert not fitted_on & set(np.round(scores[test], 12))
@@ -68,7 +68,7 @@ def test_too_few_candidates_for_the_folds_is_a_clear_error():
 
 
 def test_every_threshold_policy_the_options_offer_has_a_rule():
-    assert tuple(metrics.THRESHOLD_RULES) == THRESHOLD_POLICIES
+    assert set(metrics.THRESHOLD_RULES) == set(ThresholdPolicy)  # a rule for every policy
 
 
 def test_no_bootstrap_means_no_interval_not_a_zero_width_one():

@@ -61,27 +61,19 @@ def test_installed_wheel_ships_templates_and_renders_a_report(clean_release, tmp
 
 
 def _package_imports() -> dict[str, set[str]]:
-    """module -> the package's modules it imports (at the top or inside functions; those
-    under TYPE_CHECKING only are for type hints and are left out)."""
+    """module -> the package's modules it imports: at the top, inside functions and under
+    TYPE_CHECKING alike (a cycle through type hints is still a knot a reader must untie)."""
     import ast
 
     package = Path(__file__).resolve().parents[1] / "pytest_gan_privacy"
+    modules = {path.stem for path in package.glob("*.py")}
     graph = {}
     for path in package.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        hinted = {
-            id(node)
-            for block in ast.walk(tree)
-            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-            for node in ast.walk(block)
-        }
         imported = set()
-        for node in ast.walk(tree):
-            if id(node) in hinted:
-                continue
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 imported |= {node.module} if node.module else {a.name for a in node.names}
-        graph[path.stem] = imported - {"__init__"} - {path.stem}
+        graph[path.stem] = (imported & modules) - {"__init__", path.stem}
     return graph
 
 

@@ -10,16 +10,17 @@ import torch
 from helpers import settings_for
 from PIL import Image
 
-from pytest_gan_privacy import audit
-from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy import loading
 from pytest_gan_privacy.cli import main
 from pytest_gan_privacy.errors import AuditInputError
 from pytest_gan_privacy.metrics import bootstrap_f1_interval, stratified_folds
 from pytest_gan_privacy.nearcopies import pick_canaries
 from pytest_gan_privacy.orientation import ORIENTATIONS, Orientation, check_orientation, orient
 from pytest_gan_privacy.patients import PATIENT_SCORE_RULES, candidate_patients
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.privacy import patient_labels
 from pytest_gan_privacy.report import write_outputs
+from pytest_gan_privacy.results import result_json
 from pytest_gan_privacy.synthetic import write_dicom
 
 SLICES = 3  # per patient in the DICOM releases below
@@ -100,7 +101,7 @@ def test_a_transposed_leak_fails_and_says_why(leaky_release, tmp_path: Path, mon
     assert data["orientation"]["chosen"] == "transposed" and data["orientation"]["turned"]
     assert "compared the candidates transposed" in (tmp_path / "r.html").read_text()
     # without the check (as before it), the same leak passes
-    monkeypatch.setattr(audit, "check_orientation", lambda c, g: Orientation(0, [0.0] * 8))
+    monkeypatch.setattr(loading, "check_orientation", lambda c, g: Orientation(0, [0.0] * 8))
     assert run_audit(settings_for(release, features="pixels", no_cache=True)).passed
 
 
@@ -225,12 +226,12 @@ def test_a_groups_file_makes_png_candidates_patients(clean_release, tmp_path: Pa
     result = run_audit(s)
     assert result.membership_unit == "patient"
     assert len(result.patient_level.patients) == 12
-    assert result.as_dict()["n_used_patients"] == result.as_dict()["n_not_used_patients"] == 6
+    assert result_json(result)["n_used_patients"] == result_json(result)["n_not_used_patients"] == 6
     # the gate's numbers are the patients', the images' are beside them
     assert result.gate is result.patient_level.gate and len(result.gate.calls) == 12
-    assert result.as_dict()["image_level"]["auc"] == result.image_gate.auc
+    assert result_json(result)["image_level"]["auc"] == result.image_gate.auc
     assert any("too few patients" in w and "of the time" in w for w in result.warnings)
     plain = run_audit(settings_for(clean_release, features="pixels", no_cache=True))
     assert plain.membership_unit == "image" and plain.patient_level is None
-    assert plain.as_dict()["image_level"]["f1"] == plain.f1
-    assert plain.as_dict()["n_used_patients"] is None
+    assert result_json(plain)["image_level"]["f1"] == plain.f1
+    assert result_json(plain)["n_used_patients"] is None

@@ -14,7 +14,7 @@ from helpers import predict_args, predict_release
 from PIL import Image
 
 from pytest_gan_privacy.cli import main
-from pytest_gan_privacy.predict import (
+from pytest_gan_privacy.prediction import (
     RULE,
     TRANSFER_RULES,
     cross_fitted_estimate,
@@ -145,7 +145,7 @@ def test_a_development_image_among_the_candidates_is_refused(release, tmp_path, 
     out = tmp_path / "predictions.csv"
     assert main([*predict_args(root, out), *FAST]) == 2
     err = capsys.readouterr().err
-    assert f"candidates/{twin} = used/{used.name}" in err and "development set" in err
+    assert f"used/{used.name} = candidates/{twin}" in err and "development set" in err
     assert not out.exists()
 
 

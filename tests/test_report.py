@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import audit_args, settings_for
 
-from pytest_gan_privacy.audit import run_audit
 from pytest_gan_privacy.charts import attack_f1_svg, roc_curve_svg, score_histogram_svg
 from pytest_gan_privacy.cli import build_parser
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.report import (
     EXPOSED_SHOWN,
     RISKIEST,
@@ -23,6 +23,7 @@ from pytest_gan_privacy.report import (
     thumbnail_uri,
     write_outputs,
 )
+from pytest_gan_privacy.results import result_json
 
 XSS_NAME = "<img src=x onerror=alert(1)>.png"
 SECTIONS = (
@@ -184,7 +185,7 @@ def test_the_option_is_a_command_line_flag():
 def test_file_and_folder_names_are_escaped(leaky_release, leaky_result, tmp_path: Path):
     """Rename the riskiest member and its nearest generated image to HTML, inside a
     folder whose name is HTML too: the report shows the names as text."""
-    rows = leaky_result.as_dict()["candidates"]
+    rows = result_json(leaky_result)["candidates"]
     top = max(range(len(rows)), key=lambda i: rows[i]["score"])
     copy = tmp_path / '"><svg onload=alert(2)>'
     shutil.copytree(leaky_release, copy)
@@ -277,7 +278,7 @@ def test_without_bootstrap_no_interval_is_shown_as_one(clean_release):
     from pytest_gan_privacy.results import summary_line
 
     result = run_audit(settings_for(clean_release, features="pixels", bootstrap=0))
-    data = result.as_dict()
+    data = result_json(result)
     assert data["f1_ci"] is None
     assert all(a["f1_ci"] is None for a in data["attacks"].values())
     line = summary_line(result)

@@ -5,7 +5,7 @@ tests' tiny MAE: benchmarks/mae.py measures the real presets on every scenario.)
 import pytest
 from helpers import requires_shared_data
 
-from pytest_gan_privacy.audit import run_audit
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.results import summary_line
 from pytest_gan_privacy.settings import AuditSettings
 

@@ -9,7 +9,7 @@ from helpers import phantoms
 from pytest_gan_privacy import nearcopies
 from pytest_gan_privacy.cache import TensorCache
 from pytest_gan_privacy.encoders import PatchEncoder
-from pytest_gan_privacy.features import FeatureStream, encode_images, feature_packs
+from pytest_gan_privacy.features import Encoding, FeatureStream, encode_images, feature_packs
 from pytest_gan_privacy.images import load_image_set
 from pytest_gan_privacy.nearcopies import generated_side, robust_scan
 from pytest_gan_privacy.similarity import TensorRows, scan_generated
@@ -56,9 +56,9 @@ def test_a_stream_reads_cached_packs_encodes_the_others_once_and_gives_the_same_
     clean_release, tmp_path
 ):
     images = load_image_set(clean_release / "generated", "generated")
-    expected = encode_images(images, PatchEncoder(), "cpu", workers=0)
+    expected = encode_images(images, PatchEncoder(), Encoding("cpu", workers=0))
     cache = TensorCache(tmp_path / "cache")
-    cold = FeatureStream(images, CountingEncoder(), "cpu", 16, 0, cache=cache)
+    cold = FeatureStream(images, CountingEncoder(), Encoding("cpu", 16, 0, cache=cache))
     assert torch.equal(torch.cat(list(cold.blocks(7))), expected)
     assert cold.encoder.encoded == len(images)
     # forget every third pack: a pass reads the others and encodes only those, in one
@@ -68,13 +68,13 @@ def test_a_stream_reads_cached_packs_encodes_the_others_once_and_gives_the_same_
     for i, (key, _) in enumerate(packs):
         if i % 3 == 0:
             cache._path("features", key).unlink()
-    warm = FeatureStream(images, CountingEncoder(), "cpu", 16, 0, cache=cache)
+    warm = FeatureStream(images, CountingEncoder(), Encoding("cpu", 16, 0, cache=cache))
     blocks = list(warm.blocks(11))
     assert {len(b) for b in blocks[:-1]} == {11}
     assert torch.equal(torch.cat(blocks), expected)
     assert warm.encoder.encoded == sum(map(len, forgotten))
     assert warm.seconds > 0
-    hot = FeatureStream(images, CountingEncoder(), "cpu", 16, 0, cache=cache)
+    hot = FeatureStream(images, CountingEncoder(), Encoding("cpu", 16, 0, cache=cache))
     assert torch.equal(torch.cat(list(hot.blocks(1000))), expected)
     assert hot.encoder.encoded == 0
 
@@ -85,7 +85,7 @@ def test_a_stream_leaves_out_unreadable_images_and_the_set_drops_them(clean_rele
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     images = load_image_set(folder, "generated", skip_bad=True)
     n = len(images)
-    stream = FeatureStream(images, PatchEncoder(), "cpu", 16, 0)
+    stream = FeatureStream(images, PatchEncoder(), Encoding("cpu", 16, 0))
     rows = torch.cat(list(stream.blocks(10)))
     assert len(rows) == n - 1 == len(images)
     assert [p.name for p in images.skipped] == ["broken.png"]

@@ -28,7 +28,6 @@ at all (it calls almost every image used: chance is 2/3) and is not used.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -36,47 +35,33 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-import torch
-from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from .audit import (
-    Candidates,
-    _Stopwatch,
-    check_no_non_member_generated,
-    load_candidates,
-    load_reference,
-    score_candidates,
-    unique_candidate_pixels,
-    versions,
-)
 from .cache import open_cache
-from .encoders import WORKING_SIZE
-from .errors import AuditInputError, printable
-from .files import GENERATOR, atomic_write, cache_folder, check_cache_folder
-from .groups import groups_of
-from .images import ImageSet, load_image_set, load_pixels
-from .medical import DecodeOptions
+from .distributed import SINGLE
+from .errors import printable
+from .features import Encoding
+from .files import GENERATOR, atomic_write
+from .images import ImageSet
+from .loading import UNLABELLED, load_release
 from .metrics import (
+    FoldCall,
+    FoldRule,
     MembershipMetrics,
-    check_fold_counts,
+    column_ranks,
+    cross_fit,
     max_f1_threshold,
     prevalence_threshold,
-    stratified_folds,
-    summarise,
 )
-from .orientation import (
-    SAMPLE_GENERATED,
-    check_orientation,
-    orient,
-    orientation_warning,
-    sample_positions,
-)
+from .orientation import orientation_warning
 from .patients import candidate_patients
-from .runtime import Progress, cpu_threads, no_progress, resolve_device
+from .pipeline import check_before_work, versions
+from .result import Candidates
+from .runtime import Progress, Stopwatch, cpu_threads, no_progress, resolve_device
+from .scoring import score_release
 from .settings import PredictSettings, check_predict_paths
 
-CANDIDATES = "candidates"  # the unlabelled images' role, in messages and ids
+CANDIDATES = UNLABELLED  # the unlabelled images' role, in messages and ids
 
 # A rule fitted on labelled scores and applied to other scores: (train scores, train
 # labels, test scores) -> calls (True: used).
@@ -118,6 +103,16 @@ def best_attack(columns: np.ndarray, labels: np.ndarray) -> int:
     return int(np.argmax([roc_auc_score(labels, c) for c in np.asarray(columns).T]))
 
 
+def transfer_rule(rule: TransferRule) -> FoldRule:
+    """The fold's attack, the best AUC on the other folds, and `rule` fitted there."""
+
+    def fold_rule(train: np.ndarray, labels: np.ndarray, test: np.ndarray) -> FoldCall:
+        best = best_attack(train, labels)
+        return FoldCall(rule(train[:, best], labels, test[:, best]), best)
+
+    return fold_rule
+
+
 def cross_fitted_estimate(
     columns: np.ndarray,
     labels: np.ndarray,
@@ -132,19 +127,11 @@ def cross_fitted_estimate(
     fitted there. `columns` (C, A): every attack's development scores. The AUC is of
     the chosen attacks' ranks over the development set (comparable across folds).
     `groups` (the patient of each image): folds and interval by patient, as the audit's."""
-    labels = np.asarray(labels, int)
-    check_fold_counts(int(labels.sum()), int((labels == 0).sum()), folds)
-    ranks = np.column_stack([rankdata(c) / len(c) for c in np.asarray(columns, float).T])
-    calls = np.zeros(len(labels), bool)
-    out_of_fold = np.zeros(len(labels))
-    chosen = []
-    for test in stratified_folds(labels, folds, seed, groups):
-        train = np.setdiff1d(np.arange(len(labels)), test)
-        best = best_attack(columns[train], labels[train])
-        calls[test] = rule(columns[train, best], labels[train], columns[test, best])
-        out_of_fold[test] = ranks[test, best]
-        chosen.append(best)
-    return summarise(labels, out_of_fold, calls, [], seed, bootstrap, chosen, groups)
+    columns = np.asarray(columns, float)
+    ranks = column_ranks(columns)
+    return cross_fit(
+        columns, labels, transfer_rule(rule), folds, seed, bootstrap, groups, scores=ranks
+    )
 
 
 @dataclass(repr=False)
@@ -274,7 +261,8 @@ def write_outputs(prediction: Prediction) -> None:
     work: cli.predict, files.check_outputs)."""
     rows = prediction.rows()
     settings = prediction.settings
-    atomic_write(settings.out, predictions_csv(rows))
+    if settings.out is not None:
+        atomic_write(settings.out, predictions_csv(rows))
     if settings.scores is not None:
         atomic_write(settings.scores, scores_csv(rows))
     if settings.json is not None:
@@ -306,134 +294,28 @@ def run_predict(settings: PredictSettings, progress: Progress | None = None) -> 
     """Score, choose on the development set, call the candidates; writes nothing but
     cache entries (write_outputs writes the files). AuditInputError for bad input."""
     check_predict_paths(settings)
-    folder = cache_folder(settings.audit)
-    if folder is not None:
-        check_cache_folder(folder, settings.inputs())
+    check_before_work(settings.audit)
     with cpu_threads():
         return _predict(settings, progress or no_progress)
 
 
-def _pixel_digests(pixels: torch.Tensor) -> list[str]:
-    return [hashlib.sha256(row.numpy().tobytes()).hexdigest() for row in pixels]
-
-
-def _refuse_shared(shared: list[tuple[str, str]], what: str) -> None:
-    if shared:
-        pairs = "\n  ".join(f"{printable(a)} = {printable(b)}" for a, b in shared[:10])
-        raise AuditInputError(
-            f"{len(shared)} candidate image(s) are also in the development set ({what}): an "
-            "image whose label is known cannot be predicted, and it would weigh twice. Remove "
-            f"one copy of each:\n  {pairs}"
-        )
-
-
-def unique_unlabelled(
-    candidates: ImageSet, development: Candidates, dev_pixels: torch.Tensor, settings
-) -> tuple[ImageSet, torch.Tensor]:
-    """The candidates at the working size, without copies of one another (named in
-    `duplicates`, and given their twin's call), refusing any that is a development
-    image (the same file content, or the same pixels)."""
-    where = {
-        h: f"{role}/{i}"
-        for role, images in (("used", development.members), ("not_used", development.non_members))
-        for i, h in zip(images.ids, images.hashes, strict=True)
-    }
-    _refuse_shared(
-        [
-            (f"{CANDIDATES}/{i}", where[h])
-            for i, h in zip(candidates.ids, candidates.hashes, strict=True)
-            if h in where
-        ],
-        "same content",
-    )
-    pixels = load_pixels(candidates, WORKING_SIZE, settings.batch_size, settings.workers)
-    if any(p in candidates.skipped for p in candidates.paths):
-        total = len(candidates)
-        pixels = pixels[candidates.drop_skipped()]
-        candidates.check_not_empty(total)
-    dev_ids = development.ids
-    dev_where = dict(zip(_pixel_digests(dev_pixels), dev_ids, strict=True))
-    keep, first = [], {}
-    ids = candidates.ids
-    shared = []
-    for i, d in enumerate(_pixel_digests(pixels)):
-        if d in dev_where:
-            shared.append((f"{CANDIDATES}/{ids[i]}", dev_where[d]))
-        elif d in first:
-            candidates.duplicates.append((ids[i], ids[first[d]]))
-        else:
-            first[d] = i
-            keep.append(i)
-    _refuse_shared(shared, "the same pixels")
-    if len(keep) < len(candidates):
-        skipped = candidates.skipped
-        candidates, pixels = candidates.subset(keep), pixels[keep]
-        candidates.skipped = skipped  # still to be named in the warnings
-    return candidates, pixels
-
-
 def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
     audit = settings.audit
-    clock = _Stopwatch()
-    device = resolve_device(audit.device)
-
-    # load: the audit's rules for the development set, and the candidates beside it
-    options = DecodeOptions.from_settings(audit)
-    generated = load_image_set(audit.generated, "generated", audit.skip_bad_images, options)
-    folders = {"used": audit.used, "not_used": audit.not_used, CANDIDATES: settings.candidates}
-    groups = groups_of(audit.groups, folders)
-    development = load_candidates(audit, groups)
-    candidates = load_image_set(
-        settings.candidates, CANDIDATES, audit.skip_bad_images, options, groups
-    )
-    reference = load_reference(audit, development)
-    if reference is not None:
-        mine = set(candidates.hashes)
-        both = [
-            f"reference/{i}"
-            for i, h in zip(reference.ids, reference.hashes, strict=True)
-            if h in mine
-        ]
-        if both:
-            raise AuditInputError(
-                f"{len(both)} reference image(s) are also candidates (same content): "
-                f"{', '.join(printable(b) for b in both[:10])}; remove them from the "
-                f"reference folder {audit.reference}"
-            )
-    development, dev_pixels = unique_candidate_pixels(development, audit)
-    check_no_non_member_generated(generated, development, dev_pixels)
-    candidates, cand_pixels = unique_unlabelled(candidates, development, dev_pixels, audit)
-    pixels = torch.cat([dev_pixels, cand_pixels])
-    # the audit's orientation check, on every image scored (labels-blind)
-    sample = generated.subset(sample_positions(len(generated), SAMPLE_GENERATED))
-    oriented = check_orientation(
-        pixels, load_pixels(sample, WORKING_SIZE, audit.batch_size, audit.workers)
-    )
-    if oriented.turned:
-        for images in (development.members, development.non_members, candidates):
-            images.orientation = oriented.index
-        pixels = orient(pixels, oriented.index)
-    clock.lap("load")
-
-    # score every image at once, labels-blind (the audit's pipeline)
+    clock = Stopwatch()
     cache = open_cache(audit)
-    pools = [development.members, development.non_members, candidates]
-    pool = score_candidates(
-        audit,
-        generated,
-        pools,
-        pixels,
-        reference,
-        device,
-        cache,
-        progress,
-        clock,
+    encoding = Encoding(
+        resolve_device(audit.device), audit.batch_size, audit.workers, progress, cache
     )
-    names = [a.name for a in pool.attacks]
-    columns = np.column_stack([a.scores for a in pool.attacks])
-    n_dev = len(development)
-    dev_columns, cand_columns = columns[:n_dev], columns[n_dev:]
-
+    # load and orient: the audit's rules for the development set, the candidates beside it
+    release = load_release(audit, settings.candidates)
+    clock.lap("load")
+    # score every image at once, labels-blind (the audit's fit ... scan)
+    scores = score_release(audit, release, encoding, SINGLE, clock)
+    assert scores is not None  # one process
+    names = [a.name for a in scores.attacks]
+    columns = np.column_stack([a.scores for a in scores.attacks])
+    development, candidates = release.candidates, release.pools[2]
+    dev_columns, cand_columns = columns[: len(development)], columns[len(development) :]
     # choose on the development set only, then call the candidates
     labels = development.labels
     patients = candidate_patients(development.groups, development.hashes, labels)
@@ -450,10 +332,9 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
     best = best_attack(dev_columns, labels)
     calls = rule(dev_columns[:, best], labels, cand_columns[:, best])
     clock.lap("choose and call")
-
     prediction = Prediction(
         settings=settings,
-        generated=generated,
+        generated=release.generated,
         development=development,
         candidates=candidates,
         attack_names=names,
@@ -462,10 +343,11 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
         attack=names[best],
         calls=calls,
         estimate=estimate,
-        device=str(device),
+        device=str(encoding.device),
         timings=clock.total(),
         versions=versions(),
     )
+    oriented = release.orientation
     prediction.warnings = (
         ([orientation_warning(oriented)] if oriented.turned else [])
         + predict_warnings(prediction)

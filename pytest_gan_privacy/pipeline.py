@@ -1,0 +1,235 @@
+"""The audit as named steps: load -> orient -> fit -> encode -> attack -> scan ->
+threshold -> measure -> decide.
+
+`run_audit(settings)` runs them and returns an `AuditResult` (result.py): plain data
+about what was measured, with the gate's decision. The steps live in their modules:
+loading (load, orient), scoring (fit, encode, attack, scan), nearcopies (threshold,
+power check), metrics and exposure (measure), gate (decide); results and report turn
+the result into the JSON and the HTML report (write).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import __version__
+from .attacks import AttackScores, near_copy_attack
+from .cache import TensorCache, cached, open_cache
+from .caveats import audit_warnings
+from .distributed import join, local_device
+from .exposure import Exposure, exposure
+from .features import Encoding
+from .files import cache_folder, check_cache_folder
+from .gate import GATE, GATE_DESCRIPTION, Evidence, best_per_fold, decide
+from .loading import Release, load_release
+from .metrics import MembershipMetrics, membership_metrics, stratified_folds
+from .nearcopies import (
+    CANARY_LEVELS,
+    NearCopies,
+    NearCopyThreshold,
+    PowerCheck,
+    detector_key,
+    find_near_copies,
+    near_copy_threshold,
+    pick_canaries,
+    power_check,
+)
+from .patients import Patients, candidate_patients, group_keys
+from .result import AttackResult, AuditResult, Candidates, PatientLevel
+from .runtime import Progress, Stopwatch, cpu_threads, no_progress, resolve_device
+from .scoring import Scores, score_release
+from .settings import AuditSettings, check_input_paths
+
+
+def run_audit(settings: AuditSettings, progress: Progress | None = None) -> AuditResult | None:
+    """Run the whole audit described by `settings` and return its result (None on a
+    torchrun rank other than 0, which writes nothing: distributed.py).
+
+    Raises AuditInputError for bad input, the paths' before any work (inputs that are
+    missing, the same or nested; a cache folder among them); writes nothing but cache
+    entries (see report.write_outputs). Random choices draw from generators seeded by
+    `settings.seed`; the caller's global random state is left alone.
+    """
+    check_before_work(settings)
+    with cpu_threads():  # as many as this process may use (runtime.cpu_budget)
+        return _audit(settings, progress or no_progress)
+
+
+def check_before_work(settings: AuditSettings) -> None:
+    """The inputs exist and make sense, and the cache folder lies apart from them."""
+    check_input_paths(settings)
+    folder = cache_folder(settings)
+    if folder is not None:
+        check_cache_folder(folder, settings.inputs())
+
+
+def _audit(settings: AuditSettings, progress: Progress) -> AuditResult | None:
+    clock = Stopwatch()
+    device = local_device(resolve_device(settings.device))
+    world = join(device)  # one process, or torchrun's (distributed.py)
+    cache = open_cache(settings)
+    encoding = Encoding(device, settings.batch_size, settings.workers, progress, cache)
+    release = load_release(settings)  # load and orient
+    clock.lap("load")
+    scores = score_release(settings, release, encoding, world, clock)  # fit ... scan
+    if scores is None:  # a torchrun rank other than 0: its share is done, it writes nothing
+        return None
+    near_copies, power = threshold_and_power(settings, release, scores, encoding)
+    clock.lap("power check")
+    measured = measure(settings, release.candidates, scores, near_copies)
+    clock.lap("metrics and gate")
+    labels = release.candidates.labels
+    evidence = Evidence(settings, measured.gate, labels, near_copies, measured.exposure, power)
+    result = AuditResult(
+        settings=settings,
+        generated=release.generated,
+        candidates=release.candidates,
+        attacks=measured.attacks,
+        gating_attack=GATE,
+        decision=decide(evidence),
+        device=str(device),
+        encoder={e.name: e.describe() for e in scores.spaces},
+        timings=clock.total(),
+        versions=versions(),
+        cache=None if cache is None else cache.stats(),
+        near_copies=near_copies,
+        power=power,
+        exposure=measured.exposure,
+        patient_level=measured.patient_level,
+        orientation=release.orientation,
+        world_size=world.size,
+    )
+    result.warnings = audit_warnings(result) + ([] if cache is None else cache.warnings)
+    return result
+
+
+def versions() -> dict[str, str]:
+    # timm's version from its metadata: importing timm costs 200 MB and seconds, and
+    # pixel features never need it
+    from importlib.metadata import version
+
+    return {"pytest_gan_privacy": __version__, "torch": torch.__version__, "timm": version("timm")}
+
+
+# --- threshold: near-copies and the power check ----------------------------------------
+
+
+def threshold_and_power(
+    settings: AuditSettings, release: Release, scores: Scores, encoding: Encoding
+) -> tuple[NearCopies, PowerCheck]:
+    """The near-copy threshold (labels-blind, cached), the near-copies it finds in the
+    scan, and the power check: planted copies of members, found at that threshold."""
+    candidates, pixels, device = release.candidates, release.pixels, encoding.device
+    # with patients, pairs of one patient's slices do not set the near-copy reference
+    patients = any(g is not None for g in candidates.groups)
+    keys = group_keys(candidates.groups, candidates.hashes) if patients else None
+    threshold = _threshold(settings, candidates, pixels, keys, encoding.device, encoding.cache)
+    near_copies = find_near_copies(scores.scan, threshold)
+    # members come first among the candidates: a member's index is its candidate index
+    canaries = pick_canaries(
+        candidates.members.hashes,
+        settings.canaries,
+        settings.seed,
+        None if keys is None else keys[: len(candidates.members)],
+    )
+    power = power_check(pixels, canaries, threshold, settings.seed, device)
+    return near_copies, power
+
+
+def _threshold(
+    settings: AuditSettings,
+    candidates: Candidates,
+    pixels: torch.Tensor,
+    keys: list[str] | None,
+    device: torch.device,
+    cache: TensorCache | None,
+) -> NearCopyThreshold:
+    # the copy level's copies use other seeds than the power check's canaries
+    level_seed = settings.seed + len(CANARY_LEVELS)
+    orientation = candidates.members.orientation
+    key = detector_key(device, [candidates.hashes], orientation, level_seed, keys)
+    return cached(
+        cache,
+        "near-copy-thresholds",
+        key,
+        lambda: near_copy_threshold(pixels, level_seed, device, keys),
+        NearCopyThreshold.from_tensors,
+    )
+
+
+# --- measure -------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """Every attack's metrics, then the gate's (per patient with patients), and exposure."""
+
+    attacks: dict[str, AttackResult]  # every attack, then the gate (per image)
+    gate: MembershipMetrics  # the gate's metrics in the membership unit
+    exposure: Exposure
+    patient_level: PatientLevel | None
+
+
+def measure(
+    settings: AuditSettings, candidates: Candidates, scores: Scores, near_copies: NearCopies
+) -> Measured:
+    """Every attack alone, then the gate's choice among them; with patients, folds and
+    intervals by patient, and the gate's numbers and exposure per patient."""
+    labels = candidates.labels
+    patients = candidate_patients(candidates.groups, candidates.hashes, labels)
+    by = None if patients is None else patients.index
+    policy, folds, seed, rounds = (
+        settings.threshold_policy,
+        settings.folds,
+        settings.seed,
+        settings.bootstrap,
+    )
+    attacks = {
+        a.name: AttackResult(
+            a, membership_metrics(a.scores, labels, policy, folds, seed, rounds, by)
+        )
+        for a in scores.attacks
+    }
+    columns = np.column_stack([a.scores for a in scores.attacks])
+    gate = best_per_fold(columns, labels, policy, folds, seed, rounds, by)
+    attacks[GATE] = AttackResult(_gate_scores(gate, scores), gate)
+    copied = np.zeros(len(labels), bool)
+    copied[near_copies.copied] = True
+    if patients is None:
+        folded = stratified_folds(labels, folds, seed)
+        exposed = exposure(columns, labels, folded, gate.chosen, copied)
+        return Measured(attacks, gate, exposed, None)
+    return _per_patient(settings, patients, columns, copied, attacks)
+
+
+def _per_patient(
+    settings: AuditSettings,
+    patients: Patients,
+    columns: np.ndarray,
+    copied: np.ndarray,
+    attacks: dict[str, AttackResult],
+) -> Measured:
+    """The gate and exposure on the patients' scores (patients.PATIENT_SCORE)."""
+    per_patient, units = patients.combine(columns), patients.membership
+    s = settings
+    gate = best_per_fold(per_patient, units, s.threshold_policy, s.folds, s.seed, s.bootstrap)
+    folded = stratified_folds(units, s.folds, s.seed)
+    exposed = exposure(per_patient, units, folded, gate.chosen, patients.any_of(copied))
+    return Measured(attacks, gate, exposed, PatientLevel(patients, gate))
+
+
+def _gate_scores(gate: MembershipMetrics, scores: Scores) -> AttackScores:
+    """The gate as an attack: its out-of-fold scores, with the evidence shown per
+    candidate, its most similar generated images (the near-copy scan's, which allows
+    for moves)."""
+    evidence = near_copy_attack(scores.scan)
+    return AttackScores(
+        GATE,
+        GATE_DESCRIPTION,
+        gate.scores,
+        evidence.neighbour_indices,
+        evidence.neighbour_similarities,
+    )
