@@ -224,6 +224,7 @@ class Option:
     maximum: int | None = None
     output: OutputKind | None = None  # for kind "output"
     required: bool = False  # on the command line, whatever its default
+    shown_default: str | None = None  # how the default reads, where its value says little
 
     @property
     def needed(self) -> bool:
@@ -248,14 +249,30 @@ class Option:
     def default(self) -> Any:
         return default_of(self.name)
 
+    @property
+    def default_text(self) -> str:
+        """The default as a user reads it: "required", "off", "none", a value."""
+        default = self.default
+        if default is MISSING or self.required:
+            return "required"
+        if self.shown_default is not None:
+            return self.shown_default
+        if default is False:
+            return "off"
+        if default is None:
+            return "none"
+        if isinstance(default, int) and not isinstance(default, bool) and default >= 10_000:
+            return f"{default:,}"
+        return str(default)
+
     def describe(self) -> str:
         """The help text with the default, for --help (argparse formats help strings
         with %, so a literal % is doubled)."""
-        default = self.default
-        if default is MISSING:
-            text = f"{self.help} (required)"
-        else:
-            text = self.help if default in (None, False) else f"{self.help} (default {default})"
+        text = self.help
+        if self.default_text == "required":
+            text += " (required)"
+        elif self.default_text not in ("off", "none"):
+            text += f" (default: {self.default_text})"
         return text.replace("%", "%%")
 
     def parse(self, value: Any) -> Any:
@@ -288,15 +305,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_f1", "fail when the leakage F1 is over this limit", "fraction"),
     Option(
         "report",
-        f"HTML report to write (default ./{DEFAULT_REPORT})",
+        "HTML report to write",
         "output",
         output=OutputKind.REPORT,
+        shown_default=f"./{DEFAULT_REPORT}",
     ),
     Option(
         "json",
-        "JSON result to write (default: the report's path with .json)",
+        "JSON result to write",
         "output",
         output=OutputKind.JSON,
+        shown_default="the report's path with .json",
     ),
     Option(
         "features",
@@ -338,20 +357,28 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "mae_epochs",
-        "MAE training epochs (default: the preset's)",
+        "MAE training epochs",
         "int",
         minimum=1,
         maximum=10_000,
+        shown_default="the preset's (20 on a CPU, 100 on a GPU)",
     ),
     Option(
         "mae_max_images",
-        "the MAE trains on at most this many generated images (default: the preset's)",
+        "the MAE trains on at most this many generated images",
         "int",
         minimum=1,
         maximum=10**9,
+        shown_default="the preset's (4,096 on a CPU, 20,000 on a GPU)",
     ),
     Option("batch_size", "images encoded per batch", "int", minimum=1, maximum=4096),
-    Option("workers", "image decoding processes (default: the spare CPU cores)", "int", maximum=64),
+    Option(
+        "workers",
+        "image decoding processes",
+        "int",
+        maximum=64,
+        shown_default="the spare CPU cores, at most 4",
+    ),
     Option(
         "report_real_thumbnails",
         "show thumbnails of the real candidates in the HTML report (patient images: "
@@ -365,9 +392,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "cache_dir",
-        "folder for cached features and weights (default: $GAN_PRIVACY_CACHE_DIR, else "
-        "$XDG_CACHE_HOME or ~/.cache, /pytest-gan-privacy)",
+        "folder for cached features, weights and near-copy scans",
         "output_folder",
+        shown_default="$GAN_PRIVACY_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, then "
+        "/pytest-gan-privacy",
     ),
     Option("no_cache", "read and write no cached features or weights", "bool"),
     Option(
@@ -408,9 +436,9 @@ OPTIONS: tuple[Option, ...] = (
         "window",
         "DICOM and NIfTI: the VOI window CENTER,WIDTH in the modality's units (HU for CT) "
         "for every input, overriding the headers' windows; a negative centre needs the = form: "
-        "--window=-600,1500 (default: the header's first window, else a 0.5-99.5 "
-        "percentile window)",
+        "--window=-600,1500",
         "window",
+        shown_default="the header's first window, else a 0.5-99.5 percentile window",
     ),
     Option("slice_axis", "NIfTI: the axis volumes are sliced along", "choice", SliceAxis),
     Option(
@@ -418,6 +446,7 @@ OPTIONS: tuple[Option, ...] = (
         "NIfTI: only the slices START:STOP (START <= slice < STOP, in the reoriented "
         "volume; either end may be left out, e.g. 10:50)",
         "range",
+        shown_default="every slice",
     ),
     Option(
         "volume",
@@ -441,6 +470,21 @@ OPTIONS: tuple[Option, ...] = (
         "file",
     ),
 )
+
+
+def options_table() -> str:
+    """The configuration table of the README (between its `options:start` and
+    `options:end` markers; a test keeps them equal): each option's three spellings, its
+    default and what it sets. `python -m pytest_gan_privacy.settings` prints it."""
+    rows = [
+        "| command line (`gan-privacy audit`) | pytest option | ini key | default | what it sets |",
+        "|---|---|---|---|---|",
+    ]
+    for o in OPTIONS:
+        cells = [f"`--{o.flag}`", f"`--gan-audit-{o.flag}`", f"`gan_audit_{o.name}`"]
+        cells += [o.default_text, o.help]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
 
 
 def parse_max_f1(value: object) -> float:
@@ -783,3 +827,7 @@ def check_predict_paths(settings: PredictSettings) -> None:
                 "folder or one holds the other: the unlabelled images need a folder of their "
                 "own, beside the development folders"
             )
+
+
+if __name__ == "__main__":
+    print(options_table())

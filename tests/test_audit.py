@@ -286,9 +286,8 @@ def test_a_clean_release_passes_every_check_conclusively(clean_release):
 def test_a_power_check_that_misses_copies_makes_a_pass_inconclusive(clean_release):
     from dataclasses import replace
 
-    from pytest_gan_privacy.nearcopies import DECIDING_LEVEL, LevelPower, PowerCheck
-
     from pytest_gan_privacy.gate import Evidence, decide
+    from pytest_gan_privacy.nearcopies import DECIDING_LEVEL, LevelPower, PowerCheck
 
     def decided(result, power, settings):
         """The result had the pipeline found this power check, under these settings."""

@@ -11,7 +11,7 @@ import pytest
 from helpers import BAD_INPUTS, audit_args, break_release
 
 from pytest_gan_privacy.cli import build_parser, main
-from pytest_gan_privacy.settings import OPTIONS
+from pytest_gan_privacy.settings import OPTIONS, options_table
 
 
 def test_exit_status_0_for_a_clean_release(clean_release, tmp_path: Path, capsys):
@@ -144,13 +144,17 @@ def test_warnings_are_printed_with_the_verdict(clean_release, tmp_path: Path, ca
     )
 
 
-def test_the_readme_documents_every_option():
-    """The README's configuration table names each option's three spellings."""
+def test_the_readme_configuration_table_is_the_options_table():
+    """The README's configuration table is generated from the one options table, so it
+    names every option's three spellings and default as the code has them."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- options:start -->\n")[1].split("<!-- options:end -->")[0]
+    assert block.strip() == options_table(), (
+        "regenerate the README's table: python -m pytest_gan_privacy.settings"
+    )
     for option in OPTIONS:
         flag = option.name.replace("_", "-")
-        row = f"| `--{flag}` | `--gan-audit-{flag}` | `gan_audit_{option.name}` |"
-        assert row in readme, row
+        assert f"| `--{flag}` | `--gan-audit-{flag}` | `gan_audit_{option.name}` |" in block
 
 
 # --- no traceback, ever, for user input ----------------------------------------------
