@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from .encoders import CALIBRATED, NEAREST, RECONSTRUCTION, RETRIEVAL, Encoder, MAEEncoder
 from .nearcopies import ANGLES, MAX_SHIFT, RobustScan
-from .similarity import MappedRows, Rows, nearest_neighbours, scan_generated
+from .similarity import GeneratedScan, MappedRows, Rows, nearest_neighbours, scan_generated
 
 CALIBRATION_K = 3  # neighbours averaged on both sides of the calibrated score
 RETRIEVAL_TEMPERATURE = 0.01  # the softmax of the retrieval votes
@@ -114,41 +114,53 @@ def similarity_attacks(
     scan = scan_generated(candidates, generated, k, t, device)
     out = []
     if NEAREST in kinds:
-        out.append(
-            AttackScores(
-                name=f"{space} {NEAREST}",
-                description=f"cosine similarity of the {space} features to the nearest "
-                "generated image",
-                scores=_numpy(scan.top_values[:, 0]),
-                neighbour_indices=scan.top_indices.numpy(),
-                neighbour_similarities=_numpy(scan.top_values),
-            )
-        )
+        out.append(_nearest(space, scan))
     if CALIBRATED in kinds:
-        if reference is None:  # the candidate itself is its own nearest: skip it
-            real, _ = nearest_neighbours(candidates, candidates, k + 1, device)
-            real, against = real[:, 1:], "other candidates"
-        else:
-            real, _ = nearest_neighbours(candidates, reference, k, device)
-            against = "reference images"
-        out.append(
-            AttackScores(
-                name=f"{space} {CALIBRATED}",
-                description=f"mean similarity to the {k} nearest generated images minus to "
-                f"the {k} nearest {against}",
-                scores=_numpy(scan.top_values.mean(dim=1) - real.mean(dim=1)),
-            )
-        )
+        out.append(_calibrated(space, scan, candidates, reference, device))
     if RETRIEVAL in kinds:
-        out.append(
-            AttackScores(
-                name=f"{space} {RETRIEVAL}",
-                description="votes from the generated images: each spreads one vote over the "
-                f"candidates by softmax(similarity / {t})",
-                scores=_numpy(scan.soft_votes),
-            )
-        )
+        out.append(_retrieval(space, scan))
     return out
+
+
+def _nearest(space: str, scan: GeneratedScan) -> AttackScores:
+    return AttackScores(
+        name=f"{space} {NEAREST}",
+        description=f"cosine similarity of the {space} features to the nearest generated image",
+        scores=_numpy(scan.top_values[:, 0]),
+        neighbour_indices=scan.top_indices.numpy(),
+        neighbour_similarities=_numpy(scan.top_values),
+    )
+
+
+def _calibrated(
+    space: str,
+    scan: GeneratedScan,
+    candidates: torch.Tensor,
+    reference: torch.Tensor | None,
+    device: torch.device | str,
+) -> AttackScores:
+    k = CALIBRATION_K
+    if reference is None:  # the candidate itself is its own nearest: skip it
+        real, _ = nearest_neighbours(candidates, candidates, k + 1, device)
+        real, against = real[:, 1:], "other candidates"
+    else:
+        real, _ = nearest_neighbours(candidates, reference, k, device)
+        against = "reference images"
+    return AttackScores(
+        name=f"{space} {CALIBRATED}",
+        description=f"mean similarity to the {k} nearest generated images minus to "
+        f"the {k} nearest {against}",
+        scores=_numpy(scan.top_values.mean(dim=1) - real.mean(dim=1)),
+    )
+
+
+def _retrieval(space: str, scan: GeneratedScan) -> AttackScores:
+    return AttackScores(
+        name=f"{space} {RETRIEVAL}",
+        description="votes from the generated images: each spreads one vote over the "
+        f"candidates by softmax(similarity / {RETRIEVAL_TEMPERATURE})",
+        scores=_numpy(scan.soft_votes),
+    )
 
 
 @torch.inference_mode()

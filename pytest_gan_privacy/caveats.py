@@ -3,6 +3,8 @@ carries (in the terminal, the JSON and the report), each saying what to do."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .errors import printable
 from .metrics import chance_over_limit
 from .nearcopies import LimitedBy
@@ -25,36 +27,57 @@ DUPLICATES_SHOWN = 10
 
 
 def audit_warnings(result: AuditResult) -> list[str]:
-    """What a reader must know before trusting the verdict."""
+    """What a reader must know before trusting the verdict, in the order shown."""
+    return [warning for caveat in CAVEATS for warning in caveat(result)]
+
+
+def _turned(result: AuditResult) -> list[str]:
+    o = result.orientation
+    return [orientation_warning(o)] if o is not None and o.turned else []
+
+
+def _few_candidates(result: AuditResult) -> list[str]:
+    n_m, n_n = len(result.candidates.members), len(result.candidates.non_members)
+    if min(n_m, n_n) >= MIN_CANDIDATES_PER_CLASS:
+        return []
+    return [
+        f"too few candidates to mean much: {n_m} used and {n_n} not_used (fewer than "
+        f"{MIN_CANDIDATES_PER_CLASS} per class). By chance alone the F1 can land far from "
+        "its true value, so neither a PASS nor a FAIL is evidence; use at least 100 of each"
+    ]
+
+
+def _few_patients(result: AuditResult) -> list[str]:
+    if result.patient_level is None:
+        return []
+    p, limit = result.patient_level.patients, result.settings.max_f1
+    luck = chance_over_limit(p.n_used, p.n_not_used, limit)
+    if luck <= MAX_LUCK and min(p.n_used, p.n_not_used) >= MIN_CANDIDATES_PER_CLASS:
+        return []
+    return [
+        f"too few patients to mean much: {p.n_used} used and {p.n_not_used} not_used. "
+        f"The gate's numbers are per patient, and a labels-blind guess gets an F1 over "
+        f"the limit {limit:.3f} {luck:.1%} of the time with this few: "
+        "a FAIL on the F1 alone may be chance. Judge by the interval and the AUC, or "
+        "audit more patients (about 100 per class)"
+    ]
+
+
+def _few_generated(result: AuditResult) -> list[str]:
+    n_generated, n_candidates = len(result.generated), len(result.candidates)
+    if n_generated >= n_candidates:
+        return []
+    return [
+        f"fewer generated images ({n_generated}) than candidates ({n_candidates}): "
+        "most candidates have no generated image to be like, so a PASS means little. "
+        "Audit a sample of generated images at least as large as the candidate set"
+    ]
+
+
+def _copies_in_a_folder(result: AuditResult) -> list[str]:
     out = []
-    if result.orientation is not None and result.orientation.turned:
-        out.append(orientation_warning(result.orientation))
-    members, non_members = result.candidates.members, result.candidates.non_members
-    n_m, n_n = len(members), len(non_members)
-    if min(n_m, n_n) < MIN_CANDIDATES_PER_CLASS:
-        out.append(
-            f"too few candidates to mean much: {n_m} used and {n_n} not_used (fewer than "
-            f"{MIN_CANDIDATES_PER_CLASS} per class). By chance alone the F1 can land far from "
-            "its true value, so neither a PASS nor a FAIL is evidence; use at least 100 of each"
-        )
-    if result.patient_level is not None:
-        p = result.patient_level.patients
-        luck = chance_over_limit(p.n_used, p.n_not_used, result.settings.max_f1)
-        if luck > MAX_LUCK or min(p.n_used, p.n_not_used) < MIN_CANDIDATES_PER_CLASS:
-            out.append(
-                f"too few patients to mean much: {p.n_used} used and {p.n_not_used} not_used. "
-                f"The gate's numbers are per patient, and a labels-blind guess gets an F1 over "
-                f"the limit {result.settings.max_f1:.3f} {luck:.1%} of the time with this few: "
-                "a FAIL on the F1 alone may be chance. Judge by the interval and the AUC, or "
-                "audit more patients (about 100 per class)"
-            )
-    if len(result.generated) < n_m + n_n:
-        out.append(
-            f"fewer generated images ({len(result.generated)}) than candidates ({n_m + n_n}): "
-            "most candidates have no generated image to be like, so a PASS means little. "
-            "Audit a sample of generated images at least as large as the candidate set"
-        )
-    for images in (result.generated, members, non_members):
+    c = result.candidates
+    for images in (result.generated, c.members, c.non_members):
         if images.duplicates:
             pairs = ", ".join(
                 f"{images.role}/{printable(copy)} = {images.role}/{printable(kept)}"
@@ -64,44 +87,60 @@ def audit_warnings(result: AuditResult) -> list[str]:
             out.append(
                 f"{len(images.duplicates)} {images.role} image(s) are copies of another image "
                 f"in that folder (the same file content or the same pixels) and were counted "
-                f"once: {pairs}{more}. "
-                "Remove the copies"
+                f"once: {pairs}{more}. Remove the copies"
             )
-    if max(n_m, n_n) > MAX_CLASS_RATIO * min(n_m, n_n):
-        out.append(
-            f"unbalanced candidates: {n_m} used vs {n_n} not_used. F1 means little here: a "
-            f"labels-blind guess gets {result.gate.chance_f1:.3f} against the limit "
-            f"{result.settings.max_f1:.3f}, which assumes a balanced set. Judge by the AUC "
-            "and the F1 over its chance level, or balance the used and not_used folders"
-        )
-    power = result.power
-    if power is not None and not result.conclusive and result.near_copies is not None:
-        out.append(_weak_power(result))
+    return out
+
+
+def _unbalanced(result: AuditResult) -> list[str]:
+    n_m, n_n = len(result.candidates.members), len(result.candidates.non_members)
+    if max(n_m, n_n) <= MAX_CLASS_RATIO * min(n_m, n_n):
+        return []
+    return [
+        f"unbalanced candidates: {n_m} used vs {n_n} not_used. F1 means little here: a "
+        f"labels-blind guess gets {result.gate.chance_f1:.3f} against the limit "
+        f"{result.settings.max_f1:.3f}, which assumes a balanced set. Judge by the AUC "
+        "and the F1 over its chance level, or balance the used and not_used folders"
+    ]
+
+
+def _inconclusive(result: AuditResult) -> list[str]:
+    if result.power is None or result.conclusive or result.near_copies is None:
+        return []
+    return [_weak_power(result)]
+
+
+def _skipped(result: AuditResult) -> list[str]:
     skipped = skipped_images(result)
-    if skipped:
-        by_role = ", ".join(
-            f"{role} {sum(s['role'] == role for s in skipped)}"
-            for role in ("generated", "used", "not_used")
-            if any(s["role"] == role for s in skipped)
-        )
-        out.append(
-            f"{len(skipped)} unreadable image(s) were skipped ({by_role}) and are not in "
-            "the numbers; see skipped_images"
-        )
+    if not skipped:
+        return []
+    by_role = ", ".join(
+        f"{role} {sum(s['role'] == role for s in skipped)}"
+        for role in ("generated", "used", "not_used")
+        if any(s["role"] == role for s in skipped)
+    )
+    return [
+        f"{len(skipped)} unreadable image(s) were skipped ({by_role}) and are not in "
+        "the numbers; see skipped_images"
+    ]
+
+
+def _byte_copies(result: AuditResult) -> list[str]:
     generated = set(result.generated.hashes)
+    c = result.candidates
     copies = [
         f"{role}/{printable(image_id)}"
-        for role, images in (("used", members), ("not_used", non_members))
+        for role, images in (("used", c.members), ("not_used", c.non_members))
         for image_id, h in zip(images.ids, images.hashes, strict=True)
         if h in generated
     ]
-    if copies:
-        shown = ", ".join(copies[:10]) + (" ..." if len(copies) > 10 else "")
-        out.append(
-            f"{len(copies)} real image(s) appear byte for byte among the generated images, "
-            f"the worst leak: {shown}"
-        )
-    return out
+    if not copies:
+        return []
+    shown = ", ".join(copies[:10]) + (" ..." if len(copies) > 10 else "")
+    return [
+        f"{len(copies)} real image(s) appear byte for byte among the generated images, "
+        f"the worst leak: {shown}"
+    ]
 
 
 def _weak_power(result: AuditResult) -> str:
@@ -122,3 +161,17 @@ def _weak_power(result: AuditResult) -> str:
         f"under the near-copy threshold, {t.value:.4f}; a PASS means little for copies made "
         "this way"
     )
+
+
+# every caveat, in the order the warnings are shown
+CAVEATS: tuple[Callable[[AuditResult], list[str]], ...] = (
+    _turned,
+    _few_candidates,
+    _few_patients,
+    _few_generated,
+    _copies_in_a_folder,
+    _unbalanced,
+    _inconclusive,
+    _skipped,
+    _byte_copies,
+)

@@ -260,11 +260,9 @@ class MAEEncoder(Encoder):
         """Train on the generated images (at most `config.max_images`: those with the
         smallest content hashes, a random subset that depends on the contents alone),
         or load the weights cached for exactly these images and settings."""
-        from importlib.metadata import version
-
         from .checkpoints import load_state_dict
         from .distributed import broadcast, join
-        from .mae import MAE_VERSION, build_model, pretrained_config, train
+        from .mae import build_model, pretrained_config, train
 
         device = torch.device(device)
         init = None
@@ -275,19 +273,7 @@ class MAEEncoder(Encoder):
             self.image_size = self.config.img_size
         chosen = list(range(min(len(generated), self.config.max_images)))  # hash order
         self.bf16 = use_bf16(device)
-        key = cache_key(
-            "mae-weights",
-            MAE_VERSION,
-            [generated.hashes[i] for i in chosen],
-            asdict(self.config),
-            self.seed,
-            None if init is None else tensors_sha256(init),
-            device_identity(device),
-            self.bf16,
-            __version__,
-            torch.__version__,
-            version("timm"),
-        )
+        key = self._weights_key([generated.hashes[i] for i in chosen], init, device)
         # under torchrun the ranks train together (DDP): rank 0 reads the cache and
         # shares what it found, and no rank waits on a lock the others need
         world = join(device)
@@ -322,6 +308,26 @@ class MAEEncoder(Encoder):
             copy.deepcopy(self.model).to(torch.bfloat16) if self.bf16 else self.model
         )
         self.weights_sha256 = tensors_sha256(state)
+
+    def _weights_key(self, hashes: list[str], init: dict | None, device: torch.device) -> str:
+        """The cache key of the weights trained on these images with these settings."""
+        from importlib.metadata import version
+
+        from .mae import MAE_VERSION
+
+        return cache_key(
+            "mae-weights",
+            MAE_VERSION,
+            hashes,
+            asdict(self.config),
+            self.seed,
+            None if init is None else tensors_sha256(init),
+            device_identity(device),
+            self.bf16,
+            __version__,
+            torch.__version__,
+            version("timm"),
+        )
 
     def _model(self) -> MaskedAutoencoder:
         if self.model is None:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -379,45 +380,17 @@ def load_image_set(
     budget = PixelBudget(options.max_pixels)
     with ThreadPoolExecutor(max_workers=8) as pool:
         loaded = list(pool.map(lambda f: _load_file(f[0], f[1], options, budget), files))
-    bad: dict[Path, str] = {}
-    left_out: list[LeftOut] = []
-    rows = []  # (order key, path, source, hash, group), one per image
-    for (path, _), result in zip(files, loaded, strict=True):
-        if isinstance(result, OSError):
-            bad[path] = f"cannot read it ({result.strerror or result})"
-        elif isinstance(result, UnreadableImage):
-            bad[path] = str(result)
-        elif isinstance(result, str):  # a plain image: the SHA-256 of its bytes
-            rows.append(((result, -1, str(path)), path, path, result, None))
-        else:
-            name = _relative(folder, path)
-            if result.non_image is not None:
-                left_out.append(LeftOut(name, NOT_AN_IMAGE, result.non_image))
-            for index in result.blank:
-                left_out.append(LeftOut(_frame_id(name, index, result.images_in_file), BLANK))
-            key = _file_key([h for _, h in result.images])
-            for ref, digest in result.images:
-                rows.append(((key, ref.index, str(path)), path, ref, digest, result.group))
-    rows.sort(key=lambda row: row[0])
-    # one image per content: a copy is left out and named (ImageSet.duplicates)
-    kept: dict[str, tuple] = {}
-    duplicates = []
-    for row in rows:
-        first = kept.setdefault(row[3], row)
-        if first is not row:
-            duplicates.append(
-                (image_id(folder, row[1], row[2]), image_id(folder, first[1], first[2]))
-            )
-    rows = list(kept.values())  # dicts keep the (content) order they were filled in
+    rows, bad, left_out = _rows_of(folder, files, loaded)
+    rows, duplicates = _one_per_content(folder, rows)
     images = ImageSet(
         role=role,
         folder=folder,
-        paths=[row[1] for row in rows],
-        hashes=[row[3] for row in rows],
+        paths=[row.path for row in rows],
+        hashes=[row.digest for row in rows],
         skip_bad=skip_bad,
-        sources=[row[2] for row in rows],
-        groups=[row[4] for row in rows],
-        file_keys=[row[0][0] for row in rows],
+        sources=[row.source for row in rows],
+        groups=[row.group for row in rows],
+        file_keys=[row.order[0] for row in rows],
         left_out=left_out,
         duplicates=duplicates,
     )
@@ -427,6 +400,58 @@ def load_image_set(
     if groups is not None:
         groups.assign(role, folder, images.paths, images.groups, [path for path, _ in files])
     return images
+
+
+class _Row(NamedTuple):
+    """One image found: where it goes in the set's order (its file's content key, its
+    index in the file, the path for ties), its file, what decodes it, its hash, group."""
+
+    order: tuple[str, int, str]
+    path: Path
+    source: Path | FrameRef
+    digest: str
+    group: str | None
+
+
+def _rows_of(
+    folder: Path, files: list[tuple[Path, str]], loaded: list
+) -> tuple[list[_Row], dict[Path, str], list[LeftOut]]:
+    """The images of the files read, in content order; the files that cannot be read
+    (path -> why); what they hold that is no image to audit."""
+    bad: dict[Path, str] = {}
+    left_out: list[LeftOut] = []
+    rows: list[_Row] = []
+    for (path, _), result in zip(files, loaded, strict=True):
+        if isinstance(result, OSError):
+            bad[path] = f"cannot read it ({result.strerror or result})"
+        elif isinstance(result, UnreadableImage):
+            bad[path] = str(result)
+        elif isinstance(result, str):  # a plain image: the SHA-256 of its bytes
+            rows.append(_Row((result, -1, str(path)), path, path, result, None))
+        else:
+            name = _relative(folder, path)
+            if result.non_image is not None:
+                left_out.append(LeftOut(name, NOT_AN_IMAGE, result.non_image))
+            for index in result.blank:
+                left_out.append(LeftOut(_frame_id(name, index, result.images_in_file), BLANK))
+            key = _file_key([h for _, h in result.images])
+            for ref, digest in result.images:
+                rows.append(_Row((key, ref.index, str(path)), path, ref, digest, result.group))
+    rows.sort(key=lambda row: row.order)
+    return rows, bad, left_out
+
+
+def _one_per_content(folder: Path, rows: list[_Row]) -> tuple[list[_Row], list[tuple[str, str]]]:
+    """One image per content: a copy is left out and named (copy id, kept id)."""
+    kept: dict[str, _Row] = {}
+    duplicates = []
+    for row in rows:
+        first = kept.setdefault(row.digest, row)
+        if first is not row:
+            duplicates.append(
+                (image_id(folder, row.path, row.source), image_id(folder, first.path, first.source))
+            )
+    return list(kept.values()), duplicates  # dicts keep the (content) order they were filled
 
 
 def _check_ids_unique(images: ImageSet) -> None:

@@ -308,29 +308,11 @@ def train(
     model.use_fused_attention(device.type == "cuda")
     bf16 = use_bf16(device)
     generator = torch.Generator().manual_seed(seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "token" in n]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        betas=(0.9, 0.95),
-        fused=True,  # one kernel for all parameters: 8 % faster steps on a CPU
-    )
+    optimizer = _optimizer(model, config)
     n = len(pixels)
     batch = min(config.batch_size, n)
     steps_per_epoch = n // batch
-    total = config.epochs * steps_per_epoch
-    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return config.lr * (step + 1) / warmup
-        t = (step - warmup) / max(1, total - warmup)
-        return config.min_lr + (config.lr - config.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
-
+    lr_at = _schedule(config, steps_per_epoch)
     pixels = pixels.to(device)
     model.train()
     step_loss = model
@@ -362,6 +344,35 @@ def train(
         if progress is not None:
             progress(epoch, float(losses.mean()))
     return model.eval()
+
+
+def _optimizer(model: MaskedAutoencoder, config: MAEConfig) -> torch.optim.AdamW:
+    """AdamW (betas 0.9 / 0.95, as the paper), no weight decay on biases, norms and tokens."""
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "token" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "token" in n]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(0.9, 0.95),
+        fused=True,  # one kernel for all parameters: 8 % faster steps on a CPU
+    )
+
+
+def _schedule(config: MAEConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate of each step: linear warm-up, then cosine decay to min_lr."""
+    total = config.epochs * steps_per_epoch
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return config.lr * (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return config.min_lr + (config.lr - config.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return lr_at
 
 
 # Keys of a ViT's encoder in timm's and the official MAE checkpoints (also ours).

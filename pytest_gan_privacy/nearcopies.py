@@ -244,23 +244,8 @@ def robust_scan(
         progress(0, total)
     for chunk in generated.blocks(rows):
         chunk = chunk.to(device)
-        best = torch.full((len(chunk),), -math.inf, device=device)
-        match = torch.zeros(len(chunk), dtype=torch.long, device=device)
         needed = _needed_pairs(chunk, candidates, top, device) if screen else None
-        for c0 in range(0, n, CANDIDATE_BLOCK):
-            cols = slice(c0, min(n, c0 + CANDIDATE_BLOCK))
-            if needed is None:  # every pair, in float32
-                sims = _best_over_transforms(chunk, _bank(candidates[cols], device), block)
-            elif needed[:, cols].any():
-                sims = _exact_pairs(chunk, needed[:, cols], candidates[cols], device)
-            else:
-                continue
-            v, i = sims.T.topk(min(k, len(sims)), dim=1)
-            top[cols], top_index[cols] = merge_top_k(top[cols], top_index[cols], v, i + g_start, k)
-            value, index = sims.max(dim=1)
-            better = value > best  # ties: the first candidate keeps it
-            best = torch.where(better, value, best)
-            match = torch.where(better, index + c0, match)
+        best, match = _scan_chunk(chunk, candidates, needed, top, top_index, g_start, block)
         best_parts.append(best.cpu())
         match_parts.append(match.cpu())
         g_start += len(chunk)
@@ -274,6 +259,39 @@ def robust_scan(
         torch.cat(best_parts) if best_parts else empty,
         torch.cat(match_parts) if match_parts else empty.long(),
     )
+
+
+def _scan_chunk(
+    chunk: torch.Tensor,
+    candidates: torch.Tensor,
+    needed: torch.Tensor | None,
+    top: torch.Tensor,
+    top_index: torch.Tensor,
+    g_start: int,
+    block: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk of generated rows against every candidate, a block of candidates at a
+    time: each candidate's top-k (merged into `top`, `top_index` in place) and each
+    generated row's best candidate (value, index). `needed`: the pairs the screen kept
+    (None: every pair, in float32)."""
+    device, n, k = chunk.device, len(candidates), top.shape[1]
+    best = torch.full((len(chunk),), -math.inf, device=device)
+    match = torch.zeros(len(chunk), dtype=torch.long, device=device)
+    for c0 in range(0, n, CANDIDATE_BLOCK):
+        cols = slice(c0, min(n, c0 + CANDIDATE_BLOCK))
+        if needed is None:
+            sims = _best_over_transforms(chunk, _bank(candidates[cols], device), block)
+        elif needed[:, cols].any():
+            sims = _exact_pairs(chunk, needed[:, cols], candidates[cols], device)
+        else:
+            continue
+        v, i = sims.T.topk(min(k, len(sims)), dim=1)
+        top[cols], top_index[cols] = merge_top_k(top[cols], top_index[cols], v, i + g_start, k)
+        value, index = sims.max(dim=1)
+        better = value > best  # ties: the first candidate keeps it
+        best = torch.where(better, value, best)
+        match = torch.where(better, index + c0, match)
+    return best, match
 
 
 def _needed_pairs(chunk, candidates, top, device) -> torch.Tensor:

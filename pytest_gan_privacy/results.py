@@ -12,6 +12,7 @@ from dataclasses import asdict
 
 from .files import GENERATOR
 from .gate import POWER_NEEDED
+from .images import ImageSet
 from .nearcopies import ANGLES, CANARY_LEVELS, DECIDING_LEVEL, MAX_SHIFT
 from .result import AuditResult
 
@@ -299,13 +300,47 @@ def skipped_images(result: AuditResult) -> list[dict]:
 def result_json(result: AuditResult) -> dict:
     """The JSON result: the gate's numbers at the top level, then the details. NaN and
     infinity (not JSON) are written as null."""
-    m = result.gate
-    patients = None if result.patient_level is None else result.patient_level.patients
     data = {
         "generator": GENERATOR,
         "created": result.created,
         "passed": result.passed,
         "verdict": result.verdict,
+        **gate_json(result),
+        **counts_json(result),
+        "image_level": image_level_json(result),
+        "patients": patients_json(result),
+        "orientation": orientation_json(result),
+        "features": str(result.settings.features),
+        "encoder": result.encoder,
+        "device": result.device,
+        "world_size": result.world_size,
+        "seed": result.settings.seed,
+        "seconds": result.seconds,
+        "timings": result.timings,
+        "attacks": {
+            name: {"description": a.scores.description, **a.metrics.as_dict()}
+            for name, a in result.attacks.items()
+        },
+        "inputs": {s.role: inputs_json(s) for s in _sets(result)},
+        "settings": result.settings.as_dict(),
+        "versions": result.versions,
+        "candidates": candidate_rows(result),
+        "failures": result.failures,
+        "near_copies": near_copies_json(result),
+        "power_check": power_json(result),
+        "exposure": exposure_json(result),
+        "warnings": result.warnings,
+        "skipped_images": skipped_images(result),
+        "left_out": left_out_json(result),
+        "cache": result.cache,
+    }
+    return json_ready(data)
+
+
+def gate_json(result: AuditResult) -> dict:
+    """The gate's numbers, in the membership unit, and how it chose."""
+    m = result.gate
+    return {
         "f1": m.f1,
         "f1_ci": None if m.f1_ci is None else list(m.f1_ci),
         "chance_f1": m.chance_f1,
@@ -321,51 +356,34 @@ def result_json(result: AuditResult) -> dict:
         "confusion": m.confusion,
         "gating_attack": result.gating_attack,
         "gate_choices": result.gate_choices,
-        "threshold_policy": result.settings.threshold_policy,
+        "threshold_policy": str(result.settings.threshold_policy),
+    }
+
+
+def counts_json(result: AuditResult) -> dict:
+    """How many images (and patients) the numbers are of."""
+    level = result.patient_level
+    patients = None if level is None else level.patients
+    return {
         "n_generated": len(result.generated),
         "n_used": len(result.candidates.members),
         "n_not_used": len(result.candidates.non_members),
         "membership_unit": result.membership_unit,
         "n_used_patients": None if patients is None else patients.n_used,
         "n_not_used_patients": None if patients is None else patients.n_not_used,
-        "patient_score": None if result.patient_level is None else result.patient_level.rule,
-        "image_level": image_level_json(result),
-        "patients": patients_json(result),
-        "orientation": orientation_json(result),
-        "features": result.settings.features,
-        "encoder": result.encoder,
-        "device": result.device,
-        "world_size": result.world_size,
-        "seed": result.settings.seed,
-        "seconds": result.seconds,
-        "timings": result.timings,
-        "attacks": {
-            name: {"description": a.scores.description, **a.metrics.as_dict()}
-            for name, a in result.attacks.items()
-        },
-        "inputs": {
-            s.role: {
-                "folder": str(s.folder),
-                "count": len(s),
-                "manifest_sha256": s.manifest_sha256(),
-                "left_out": s.left_out_counts(),
-                "windowing": s.windowing(),
-            }
-            for s in _sets(result)
-        },
-        "settings": result.settings.as_dict(),
-        "versions": result.versions,
-        "candidates": candidate_rows(result),
-        "failures": result.failures,
-        "near_copies": near_copies_json(result),
-        "power_check": power_json(result),
-        "exposure": exposure_json(result),
-        "warnings": result.warnings,
-        "skipped_images": skipped_images(result),
-        "left_out": left_out_json(result),
-        "cache": result.cache,
+        "patient_score": None if level is None else level.rule,
     }
-    return json_ready(data)
+
+
+def inputs_json(images: ImageSet) -> dict:
+    """One role's folder, count, manifest, what was left out and how it was windowed."""
+    return {
+        "folder": str(images.folder),
+        "count": len(images),
+        "manifest_sha256": images.manifest_sha256(),
+        "left_out": images.left_out_counts(),
+        "windowing": images.windowing(),
+    }
 
 
 def json_ready(value):
