@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .images import ImageSet
     from .result import AuditResult, Candidates
 
-NAMED = pytest.StashKey[list]()  # on a test item: its output paths the user named
+NAMED = pytest.StashKey[list[Path]]()  # on a test item: its output paths the user named
 
 
 def _fail(exc: AuditInputError) -> NoReturn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,9 @@ class Candidates:
 
     @property
     def labels(self) -> np.ndarray:
-        return np.r_[np.ones(len(self.members), int), np.zeros(len(self.non_members), int)]
+        """1 for each member, then 0 for each non-member."""
+        ones, zeros = np.ones(len(self.members), int), np.zeros(len(self.non_members), int)
+        return np.concatenate([ones, zeros])
 
     @property
     def ids(self) -> list[str]:
@@ -101,7 +104,7 @@ class AuditResult:
     gating_attack: str
     decision: Decision
     device: str
-    encoder: dict
+    encoder: dict[str, dict[str, Any]]  # each feature space's description
     timings: dict[str, float]
     versions: dict[str, str] = field(default_factory=dict)
     created: str = field(
@@ -109,7 +112,7 @@ class AuditResult:
     )
     # what a reader must know to trust the numbers: skipped images, unbalanced classes...
     warnings: list[str] = field(default_factory=list)
-    cache: dict | None = None  # the feature cache's folder and hits (None: off)
+    cache: dict[str, Any] | None = None  # the feature cache's folder and hits (None: off)
     near_copies: NearCopies | None = None
     power: PowerCheck | None = None
     exposure: Exposure | None = None  # per patient with patients

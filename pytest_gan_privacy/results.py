@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from typing import Any
 
 from .files import GENERATOR
 from .gate import POWER_NEEDED
@@ -90,11 +91,11 @@ def left_out_line(result: AuditResult) -> str | None:
     )
 
 
-def _sets(result: AuditResult):
+def _sets(result: AuditResult) -> tuple[ImageSet, ImageSet, ImageSet]:
     return (result.generated, result.candidates.members, result.candidates.non_members)
 
 
-def left_out_json(result: AuditResult) -> list[dict]:
+def left_out_json(result: AuditResult) -> list[dict[str, Any]]:
     """Every image found and left out, for any reason, named (images.LeftOut)."""
     return [
         {"role": images.role, "image": item.image, "why": item.why, "detail": item.detail}
@@ -113,7 +114,7 @@ def details_line(result: AuditResult) -> str:
     )
 
 
-def near_copies_json(result: AuditResult) -> dict | None:
+def near_copies_json(result: AuditResult) -> dict[str, Any] | None:
     """Near-copies: the threshold, counts and the pairs (most similar first, at most
     MAX_LISTED)."""
     nc = result.near_copies
@@ -147,7 +148,7 @@ def near_copies_json(result: AuditResult) -> dict | None:
     }
 
 
-def power_json(result: AuditResult) -> dict | None:
+def power_json(result: AuditResult) -> dict[str, Any] | None:
     power = result.power
     if power is None:
         return None
@@ -170,7 +171,7 @@ def power_json(result: AuditResult) -> dict | None:
     }
 
 
-def exposure_json(result: AuditResult) -> dict | None:
+def exposure_json(result: AuditResult) -> dict[str, Any] | None:
     """Exposure at low FPR: the counts, chance, the exact test, the exposed members."""
     e = result.exposure
     if e is None:
@@ -204,7 +205,7 @@ def exposure_json(result: AuditResult) -> dict | None:
     }
 
 
-def candidate_rows(result: AuditResult) -> list[dict]:
+def candidate_rows(result: AuditResult) -> list[dict[str, Any]]:
     """One row per candidate, in audit (content-hash) order: its short hash, label,
     the gate's score and out-of-fold call, every attack's score, and its nearest
     generated images (the gate's evidence)."""
@@ -238,7 +239,7 @@ def candidate_rows(result: AuditResult) -> list[dict]:
     return rows
 
 
-def image_level_json(result: AuditResult) -> dict:
+def image_level_json(result: AuditResult) -> dict[str, Any]:
     """The gate's numbers per image (with patients: folds and intervals by patient)."""
     m = result.image_gate
     return {
@@ -252,7 +253,7 @@ def image_level_json(result: AuditResult) -> dict:
     }
 
 
-def patients_json(result: AuditResult) -> list[dict] | None:
+def patients_json(result: AuditResult) -> list[dict[str, Any]] | None:
     """One row per patient (opaque label, privacy.py): membership, images, the gate's
     patient score and out-of-fold call."""
     if result.patient_level is None:
@@ -271,7 +272,7 @@ def patients_json(result: AuditResult) -> list[dict] | None:
     ]
 
 
-def orientation_json(result: AuditResult) -> dict | None:
+def orientation_json(result: AuditResult) -> dict[str, Any] | None:
     """The orientation check: what was chosen, and each orientation's similarity."""
     from .orientation import ORIENTATIONS
 
@@ -288,7 +289,7 @@ def orientation_json(result: AuditResult) -> dict | None:
     }
 
 
-def skipped_images(result: AuditResult) -> list[dict]:
+def skipped_images(result: AuditResult) -> list[dict[str, Any]]:
     """Images left out as unreadable (skip_bad_images), with the reason."""
     return [
         {"role": s.role, "path": str(path), "reason": reason}
@@ -297,7 +298,7 @@ def skipped_images(result: AuditResult) -> list[dict]:
     ]
 
 
-def result_json(result: AuditResult) -> dict:
+def result_json(result: AuditResult) -> dict[str, Any]:
     """The JSON result: the gate's numbers at the top level, then the details. NaN and
     infinity (not JSON) are written as null."""
     data = {
@@ -334,10 +335,11 @@ def result_json(result: AuditResult) -> dict:
         "left_out": left_out_json(result),
         "cache": result.cache,
     }
-    return json_ready(data)
+    ready: dict[str, Any] = json_ready(data)
+    return ready
 
 
-def gate_json(result: AuditResult) -> dict:
+def gate_json(result: AuditResult) -> dict[str, Any]:
     """The gate's numbers, in the membership unit, and how it chose."""
     m = result.gate
     return {
@@ -360,7 +362,7 @@ def gate_json(result: AuditResult) -> dict:
     }
 
 
-def counts_json(result: AuditResult) -> dict:
+def counts_json(result: AuditResult) -> dict[str, Any]:
     """How many images (and patients) the numbers are of."""
     level = result.patient_level
     patients = None if level is None else level.patients
@@ -375,7 +377,7 @@ def counts_json(result: AuditResult) -> dict:
     }
 
 
-def inputs_json(images: ImageSet) -> dict:
+def inputs_json(images: ImageSet) -> dict[str, Any]:
     """One role's folder, count, manifest, what was left out and how it was windowed."""
     return {
         "folder": str(images.folder),
@@ -386,7 +388,7 @@ def inputs_json(images: ImageSet) -> dict:
     }
 
 
-def json_ready(value):
+def json_ready(value: Any) -> Any:
     """NaN and infinity are not JSON: null instead."""
     if isinstance(value, float) and not math.isfinite(value):
         return None

@@ -147,7 +147,7 @@ class ProgressPrinter:
     """A Progress that calls `write(text)` as stages advance: one line rewritten in
     place on a terminal, a few plain lines (0, 25, 50, 75, 100 %) in a CI log."""
 
-    def __init__(self, write: Callable[[str], None], interactive: bool):
+    def __init__(self, write: Callable[[str], object], interactive: bool):
         self.write, self.interactive = write, interactive
         self._stage, self._last_quarter, self._last_time = "", -1, 0.0
 

@@ -191,7 +191,7 @@ class AuditSettings:
             if o.kind in ("folder", "file") and getattr(self, o.name) is not None
         }
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready settings (paths as strings)."""
         out = {}
         for f in fields(self):
@@ -755,7 +755,7 @@ class PredictSettings:
         """What predict reads: the audit's inputs and the unlabelled candidates."""
         return {**self.audit.inputs(), "candidates": self.candidates}
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         shared = self.audit.as_dict()
         out = {name: shared[name] for name in PREDICT_SHARED}
         for option in PREDICT_OPTIONS:

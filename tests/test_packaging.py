@@ -7,6 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from helpers import audit_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,7 @@ def test_installed_wheel_ships_templates_and_renders_a_report(clean_release, tmp
     (wheel,) = dist.glob("pytest_gan_privacy-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "pytest_gan_privacy/templates/report.html.j2" in names
+    assert "pytest_gan_privacy/py.typed" in names  # PEP 561: the package's types are used
     assert not any(n.startswith(("tests/", "templates/")) for n in names)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", site, wheel],
@@ -94,3 +96,26 @@ def test_the_package_imports_form_no_cycle():
     for module in sorted(graph):
         visit(module)
     assert "report" not in graph["cache"] and "nearcopies" not in graph["encoders"]
+
+
+# the modules a user imports from: the Python API, its types, the fixtures
+PUBLIC_SURFACE = (
+    "__init__",
+    "api",
+    "result",
+    "results",
+    "settings",
+    "errors",
+    "fixtures",
+    "outcome",
+)
+
+
+def test_the_public_surface_is_typed(tmp_path):
+    """mypy --strict on the modules users import from (py.typed promises their types)."""
+    mypy = pytest.importorskip("mypy.api")
+    package = Path(__file__).resolve().parents[1] / "pytest_gan_privacy"
+    args = ["--strict", "--follow-imports=silent", "--ignore-missing-imports"]
+    args += ["--cache-dir", str(tmp_path / "cache")]
+    out, err, status = mypy.run([*args, *(str(package / f"{m}.py") for m in PUBLIC_SURFACE)])
+    assert status == 0, out + err
