@@ -6,7 +6,9 @@ from labels (thresholds, the choice of attack) is cross-fitted in metrics.py and
 gate.py.
 
 In each feature space (the encoder declares which of these apply, `Encoder.attacks`):
-- nearest-neighbour: similarity to the nearest generated image (the seed's attack);
+- nearest-neighbour: similarity to the nearest generated image, the attack of the seed
+  method (the CLEF 2024 working note "Classification of Real and Generated Images based
+  on Feature Similarity": MAE features, cosine similarity, a threshold);
 - calibrated: similarity to the generated images minus similarity to other real
   images (GAN-Leaks' calibration, DOMIAS' ratio in spirit): an image that resembles
   everything is not evidence of a leak;

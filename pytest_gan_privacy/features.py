@@ -185,7 +185,7 @@ class FeatureStream:
                 if indices == positions:
                     cache.put("features", key, {"features": rows})
             else:
-                cache.get("features", key)  # counted as a miss, as before streaming
+                cache.get("features", key)  # counted as a miss
                 indices, rows = pending.until(positions[-1])
                 if indices == positions:  # every image decoded
                     cache.put("features", key, {"features": rows})

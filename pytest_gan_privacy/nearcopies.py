@@ -12,12 +12,12 @@ The threshold, labels-blind (`near_copy_threshold`): max(reference, copy level).
   candidate to its THIRD most similar other candidate (and, when patients are known,
   to candidates of other patients only). The most similar real pairs are slices of one
   patient (on brainmri64 every real pair above 0.8 is two neighbouring slices), so the
-  largest similarity of all, the rule before, was set by one near-twin pair: with 20
-  twins among the candidates it rose to 0.97 and the detector missed 95 % of planted
-  copies. Skipping each image's two nearest other candidates skips its twins, the
-  slices on both sides of it: skipping one was not enough where a slice appears three
-  times (benchmarks/scale.py's ImageCLEF set: reference 0.986 at the second, 0.885 at
-  the third, below the copy level 0.886; the power check found 0 of 100 copies).
+  largest similarity of all is set by one near-twin pair: with 20 twins among the
+  candidates it reaches 0.97 and the detector misses 95 % of planted copies. Skipping
+  each image's two nearest other candidates skips its twins, the slices on both sides
+  of it; skipping one is not enough where a slice appears three times
+  (benchmarks/scale.py's ImageCLEF set: reference 0.986 at the second, 0.885 at the
+  third, below the copy level 0.886, where the second leaves the power check 0 of 100).
 - The copy level is what a copy looks like to the detector on these images: the 5th
   percentile of the similarity of a standard copy of every candidate to its original.
   A real image of another patient (a perfect generator) reaches the reference's

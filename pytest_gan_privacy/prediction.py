@@ -43,7 +43,7 @@ from .errors import printable
 from .features import Encoding
 from .files import GENERATOR, atomic_write
 from .images import ImageSet
-from .loading import UNLABELLED, load_release
+from .loading import load_release
 from .metrics import (
     FoldCall,
     FoldRule,
@@ -60,8 +60,6 @@ from .result import Candidates
 from .runtime import Progress, Stopwatch, cpu_threads, no_progress, resolve_device
 from .scoring import score_release
 from .settings import PredictSettings, check_predict_paths
-
-CANDIDATES = UNLABELLED  # the unlabelled images' role, in messages and ids
 
 # A rule fitted on labelled scores and applied to other scores: (train scores, train
 # labels, test scores) -> calls (True: used).
@@ -356,7 +354,7 @@ def _predict(settings: PredictSettings, progress: Progress) -> Prediction:
     return prediction
 
 
-MIN_DEVELOPMENT_PER_CLASS = 20  # as audit.MIN_CANDIDATES_PER_CLASS
+MIN_DEVELOPMENT_PER_CLASS = 20  # as caveats.MIN_CANDIDATES_PER_CLASS
 # what a spreadsheet takes for the start of a formula (OWASP's CSV injection list)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

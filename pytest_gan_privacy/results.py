@@ -105,7 +105,8 @@ def left_out_json(result: AuditResult) -> list[dict[str, Any]]:
 
 
 def details_line(result: AuditResult) -> str:
-    """The line under the summary: the seed's metrics, TPR at 1 % FPR and the time."""
+    """The line under the summary: the seed method's metrics (accuracy, precision, recall,
+    specificity), TPR at 1 % FPR and the time."""
     m = result.gate
     return (
         f"  accuracy {m.accuracy:.3f}  precision {m.precision:.3f}  recall {m.recall:.3f}  "
