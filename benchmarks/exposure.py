@@ -32,10 +32,10 @@ prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.
 import builders
 import numpy as np
 
-from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.exposure import exposure
 from pytest_gan_privacy.gate import GATE, best_per_fold
 from pytest_gan_privacy.metrics import stratified_folds
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.settings import AuditSettings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brainmri64"

@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import (  # noqa: E402 - the tests' makers of releases and hostile files
+    audit_args,
     garbage_after_marker,
     ramp,
     raw,
@@ -69,17 +70,6 @@ def copy_with(base: Path, work: Path, name: str, make) -> Path:
     return release
 
 
-def paths(release: Path) -> list[str]:
-    return [
-        "--generated",
-        str(release / "generated"),
-        "--used",
-        str(release / "real" / "used"),
-        "--not-used",
-        str(release / "real" / "not_used"),
-    ]
-
-
 def run(command: list[str], out: Path) -> tuple[int, str, float]:
     out.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
@@ -111,7 +101,7 @@ def first_words(lines: list[str], stderr: str) -> str:
 
 
 def audit_case(release: Path, *more: str) -> list[str]:
-    return [*CLI, "audit", *paths(release), *more, "--quiet"]
+    return [*CLI, "audit", *audit_args(release), *more, "--quiet"]
 
 
 def groups_case(release: Path, extra_line: str) -> list[str]:
@@ -179,7 +169,13 @@ def cases(base: Path, work: Path) -> dict[str, list[str]]:
     for i, path in enumerate(sorted((predict / used).glob("*.png"))[:10]):
         name = ["=1+2.png", "a\rb.png"][i] if i < 2 else path.name
         path.rename(predict / "candidates" / name)
-    predict_cmd = [*CLI, "predict", *paths(predict), "--candidates", str(predict / "candidates")]
+    predict_cmd = [
+        *CLI,
+        "predict",
+        *audit_args(predict),
+        "--candidates",
+        str(predict / "candidates"),
+    ]
     out["predict: '=1+2' and CR names"] = [*predict_cmd, "--out", "p.csv", "--quiet"]
     out["predict --out FOLDER"] = [*predict_cmd, "--out", str(work), "--quiet"]
     clash = copy_with(base, work, "clash", lambda r: None)
@@ -187,7 +183,7 @@ def cases(base: Path, work: Path) -> dict[str, list[str]]:
     write_dicom(clash / "candidates" / "scan", np.stack([ramp(), ramp() + 1]), PatientID="A")
     write_dicom(clash / "candidates" / "scan#1", ramp() + 7, PatientID="B")
     out["predict: 'scan#1' beside 2-frame 'scan'"] = [
-        *CLI, "predict", *paths(clash), "--candidates", str(clash / "candidates"),
+        *CLI, "predict", *audit_args(clash), "--candidates", str(clash / "candidates"),
         "--out", "p.csv", "--quiet",
     ]  # fmt: skip
     out["pytest --gan-audit --collect-only"] = [
@@ -198,7 +194,7 @@ def cases(base: Path, work: Path) -> dict[str, list[str]]:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     out["torchrun, bad input (--folds 50)"] = [
         torchrun, "--standalone", "--nproc-per-node", "2", "--no-python", "gan-privacy",
-        "audit", *paths(base), "--folds", "50", "--quiet",
+        "audit", *audit_args(base), "--folds", "50", "--quiet",
     ]  # fmt: skip
     return out
 

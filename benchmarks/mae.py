@@ -29,11 +29,11 @@ prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.cache import TensorCache
 from pytest_gan_privacy.encoders import LEARNED
 from pytest_gan_privacy.gate import GATE
 from pytest_gan_privacy.images import load_image_set, load_pixels
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.runtime import resolve_device
 from pytest_gan_privacy.settings import AuditSettings
 

@@ -43,9 +43,9 @@ import numpy as np
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.gate import best_per_fold
 from pytest_gan_privacy.patients import PATIENT_SCORE_RULES
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.report import write_outputs
 from pytest_gan_privacy.settings import AuditSettings
 from pytest_gan_privacy.synthetic import write_dicom, write_nifti

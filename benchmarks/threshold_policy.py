@@ -19,8 +19,8 @@ prefer_passive_waiting()  # before torch loads: steady on a shared CPU (runtime.
 import numpy as np
 from scenarios import DATA, SCENARIOS
 
-from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.metrics import membership_metrics
+from pytest_gan_privacy.pipeline import run_audit
 from pytest_gan_privacy.settings import AuditSettings, ThresholdPolicy
 
 

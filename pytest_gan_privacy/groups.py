@@ -46,15 +46,20 @@ class ImageGroups:
             if not any(path.is_relative_to(root) for root in roots)
         )
         if outside:
-            shown = "\n  ".join(
-                f"line {line}: {printable(os.path.relpath(path, self.source.parent))}"
-                for line, path in outside[:SHOWN_LINES]
-            )
             raise AuditInputError(
                 f"the groups file {self.source} lists {len(outside)} file(s) outside the "
                 f"{' and '.join(folders)} folders, which it gives patients to; fix their paths "
-                f"(relative to {self.source.parent}) or remove those lines:\n  {shown}"
+                f"(relative to {self.source.parent}) or remove those lines:"
+                f"\n  {self._lines(outside)}"
             )
+
+    def _lines(self, lines: list[tuple[int, Path]]) -> str:
+        """The first listed lines, by number and path (never their group)."""
+        base = self.source.parent
+        return "\n  ".join(
+            f"line {line}: {printable(os.path.relpath(path, base))}"
+            for line, path in lines[:SHOWN_LINES]
+        )
 
     def assign(self, role: str, folder: Path, paths: list[Path], groups: list, found) -> None:
         """Give the images of one folder (`paths`, in set order; `groups` updated in
@@ -71,14 +76,10 @@ class ImageGroups:
         )
         base = self.source.parent
         if missing:
-            shown = "\n  ".join(
-                f"line {line}: {printable(os.path.relpath(path, base))}"
-                for line, path in missing[:SHOWN_LINES]
-            )
             raise AuditInputError(
                 f"the groups file {self.source} lists {len(missing)} file(s) in the {role} "
                 f"folder {folder} that are not there (or are not images); fix their paths "
-                f"(relative to {base}) or remove those lines:\n  {shown}"
+                f"(relative to {base}) or remove those lines:\n  {self._lines(missing)}"
             )
         for i, path in enumerate(paths):
             groups[i] = self.group_of(path) or groups[i]

@@ -169,13 +169,7 @@ class AuditSettings:
     groups: Path | None = None  # CSV "image path,group": the patient of each image
 
     def __post_init__(self) -> None:
-        try:
-            for option in OPTIONS:
-                value = getattr(self, option.name)
-                if value is not None:
-                    setattr(self, option.name, option.parse(value))
-        except argparse.ArgumentTypeError as exc:
-            raise AuditInputError(str(exc)) from None
+        parse_fields(self, OPTIONS)
         if self.features is Features.VIT and self.checkpoint is None:
             raise AuditInputError(
                 "features 'vit' need a local weights file: give --checkpoint PATH "
@@ -487,6 +481,18 @@ def options_table() -> str:
     return "\n".join(rows)
 
 
+def parse_fields(settings: object, options: tuple[Option, ...]) -> None:
+    """Validate (and convert) the settings' fields that `options` name, in place: every
+    value, whether from a flag, an ini file, a marker or Python, passes one parser."""
+    try:
+        for option in options:
+            value = getattr(settings, option.name)
+            if value is not None:
+                setattr(settings, option.name, option.parse(value))
+    except argparse.ArgumentTypeError as exc:
+        raise AuditInputError(str(exc)) from None
+
+
 def parse_max_f1(value: object) -> float:
     """The F1 limit: a number from 0 to 1."""
     try:
@@ -743,13 +749,7 @@ class PredictSettings:
     json: Path | None = None
 
     def __post_init__(self) -> None:
-        try:
-            for option in PREDICT_OPTIONS:
-                value = getattr(self, option.name)
-                if value is not None:
-                    setattr(self, option.name, option.parse(value))
-        except argparse.ArgumentTypeError as exc:
-            raise AuditInputError(str(exc)) from None
+        parse_fields(self, PREDICT_OPTIONS)
 
     def inputs(self) -> dict[str, Path]:
         """What predict reads: the audit's inputs and the unlabelled candidates."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import settings_for
+from helpers import audit_args, settings_for
 from PIL import Image
 
 from pytest_gan_privacy import loading
@@ -193,12 +193,7 @@ def test_a_patient_in_used_and_not_used_is_bad_input(leaky_release, tmp_path, ca
     code = main(
         [
             "audit",
-            "--generated",
-            str(release / "generated"),
-            "--used",
-            str(release / "real" / "used"),
-            "--not-used",
-            str(release / "real" / "not_used"),
+            *audit_args(release),
             "--features",
             "pixels",
             "--workers",
