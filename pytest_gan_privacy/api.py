@@ -24,8 +24,10 @@ from .prediction import Prediction, run_predict
 from .prediction import write_outputs as write_predictions
 from .report import write_outputs
 from .result import AuditResult
+from .results import result_json
 from .runtime import ProgressPrinter
 from .settings import OPTIONS, PREDICT_OPTIONS, PREDICT_SHARED, AuditSettings, PredictSettings
+from .summary import append_to_job_summary, summary_markdown
 
 PathLike = str | os.PathLike[str]
 
@@ -48,11 +50,14 @@ def audit(
     """
     _check_names(options, {o.name for o in OPTIONS}, "audit")
     settings = AuditSettings(Path(generated), Path(used), Path(not_used), **options)
-    outputs = [p for p in (settings.report, settings.json) if p is not None]
+    outputs = [p for p in (settings.report, settings.json, settings.summary_md) if p]
     check_outputs([(path, True) for path in outputs], settings.inputs())
     result = run_audit(settings, _progress(progress))
     if result is not None and outputs:
-        write_outputs(result, settings.report, settings.json, named=outputs)
+        write_outputs(result, settings.report, settings.json, outputs, settings.summary_md)
+    if result is not None:
+        report = None if settings.report is None else str(settings.report)
+        append_to_job_summary(summary_markdown(result_json(result), report))
     return result
 
 

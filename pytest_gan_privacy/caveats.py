@@ -125,6 +125,11 @@ def _skipped(result: AuditResult) -> list[str]:
     ]
 
 
+def _baseline_elsewhere(result: AuditResult) -> list[str]:
+    b = result.baseline
+    return [] if b is None or b.comparable else [str(b.not_comparable)]
+
+
 def _byte_copies(result: AuditResult) -> list[str]:
     generated = set(result.generated.hashes)
     c = result.candidates
@@ -174,4 +179,5 @@ CAVEATS: tuple[Callable[[AuditResult], list[str]], ...] = (
     _inconclusive,
     _skipped,
     _byte_copies,
+    _baseline_elsewhere,
 )

@@ -68,11 +68,10 @@ def run(args: argparse.Namespace) -> int:
 
     given = {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
     # a path the user named is theirs to replace; a default one only if we wrote it
-    named = [given[k] for k in ("report", "json") if k in given]
+    named = [given[k] for k in ("report", "json", "summary_md") if k in given]
     given.setdefault("report", Path(DEFAULT_REPORT))
     given.setdefault("json", given["report"].with_suffix(".json"))
     settings = AuditSettings(**given)
-    outputs = (settings.report, settings.json)
     # before any work (and before torch loads): the inputs make sense, and no output
     # can harm them, replace the other, or fail to be written after the audit
     check_input_paths(settings)
@@ -80,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         [
             (settings.report, settings.report in named, OutputKind.REPORT),
             (settings.json, settings.json in named, OutputKind.JSON),
+            (settings.summary_md, True, OutputKind.SUMMARY),
         ],
         settings.inputs(),
     )
@@ -90,15 +90,17 @@ def run(args: argparse.Namespace) -> int:
     from .distributed import world_from_env
     from .pipeline import run_audit
     from .report import write_outputs
-    from .results import summary_lines
+    from .results import result_json, summary_lines
     from .runtime import ProgressPrinter
+    from .summary import append_to_job_summary, summary_markdown
 
     quiet = args.quiet or not world_from_env().main  # under torchrun rank 0 speaks
     progress = None if quiet else ProgressPrinter(sys.stderr.write, sys.stderr.isatty())
     result = run_audit(settings, progress)
     if result is None:  # a torchrun rank other than 0: rank 0 writes the outputs
         return EXIT_PASS
-    write_outputs(result, *outputs, named=named)
+    write_outputs(result, settings.report, settings.json, named, settings.summary_md)
+    append_to_job_summary(summary_markdown(result_json(result), str(settings.report)))
     print("\n".join(summary_lines(result)))
     for warning in result.warnings:
         print(f"warning: {warning}")

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from .baseline import Comparison
 from .exposure import Exposure
 from .metrics import FoldCall, FoldRule, MembershipMetrics, column_ranks, cross_fit, fit_threshold
 from .nearcopies import NearCopies, PowerCheck
@@ -79,6 +80,7 @@ class Evidence:
     near_copies: NearCopies | None = None
     exposure: Exposure | None = None
     power: PowerCheck | None = None
+    baseline: Comparison | None = None  # against a previous audit (--baseline)
 
 
 # --- the checks ----------------------------------------------------------------------
@@ -156,6 +158,28 @@ class ConclusivePower:
         return None
 
 
+@dataclass(frozen=True)
+class NoRegression:
+    """The leakage F1 and the AUC may not grow by more than `margin` since the baseline
+    (--fail-on-regression). A baseline of other candidates compares nothing (the
+    audit says so in its warnings)."""
+
+    margin: float
+
+    def fails(self, evidence: Evidence) -> str | None:
+        comparison = evidence.baseline
+        if comparison is None or not comparison.comparable:
+            return None
+        grew = comparison.grew(self.margin)
+        if not grew:
+            return None
+        moved = ", ".join(change.text() for change in grew)
+        return (
+            f"it leaks more than the previous release ({moved}: up by more than "
+            f"{self.margin:g}; baseline {comparison.baseline.path})"
+        )
+
+
 def checks_for(settings: AuditSettings) -> list[Check]:
     """The checks these settings ask for, the F1 limit first."""
     checks: list[Check] = [F1Limit(settings.max_f1)]
@@ -167,6 +191,8 @@ def checks_for(settings: AuditSettings) -> list[Check]:
         checks.append(NoNearCopies())
     if settings.fail_inconclusive:
         checks.append(ConclusivePower())
+    if settings.fail_on_regression is not None:
+        checks.append(NoRegression(settings.fail_on_regression))
     return checks
 
 

@@ -84,6 +84,7 @@ def run_cached_audit(node: pytest.Item, settings: AuditSettings, named: list[Pat
                 [
                     (settings.report, settings.report in named, OutputKind.REPORT),
                     (settings.json, settings.json in named, OutputKind.JSON),
+                    (settings.summary_md, True, OutputKind.SUMMARY),
                 ],
                 settings.inputs(),
             )
@@ -110,9 +111,11 @@ def _outcome(
     key: str, result: AuditResult, settings: AuditSettings, named: list[Path]
 ) -> AuditOutcome:
     from .report import render_outputs
-    from .results import summary_lines
+    from .results import result_json, summary_lines
+    from .summary import summary_markdown
 
-    files = render_outputs(result, settings.report, settings.json, named)
+    named = [*named, *([settings.summary_md] if settings.summary_md else [])]
+    files = render_outputs(result, settings.report, settings.json, named, settings.summary_md)
     return AuditOutcome(
         key=key,
         passed=result.passed,
@@ -122,6 +125,7 @@ def _outcome(
         json=str(settings.json),
         properties=junit_properties(result),
         files=[(str(path), text, by_user) for path, text, by_user in files],
+        job_summary=summary_markdown(result_json(result), str(settings.report)),
     )
 
 

@@ -29,6 +29,7 @@ class AuditOutcome:
     properties: list[tuple[str, str]] = field(default_factory=list)  # JUnit, name -> value
     # (path, text, whether the user named that path): written by the controller
     files: list[tuple[str, str, bool]] = field(default_factory=list)
+    job_summary: str = ""  # Markdown for the CI job's summary page ($GITHUB_STEP_SUMMARY)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,7 @@ import torch
 
 from . import __version__
 from .attacks import AttackScores, near_copy_attack
+from .baseline import Baseline, Comparison, compare, current_numbers, read_baseline
 from .cache import TensorCache, cached, open_cache
 from .caveats import audit_warnings
 from .distributed import join, local_device
@@ -67,6 +68,7 @@ def check_before_work(settings: AuditSettings) -> None:
 
 
 def _audit(settings: AuditSettings, progress: Progress) -> AuditResult | None:
+    baseline = None if settings.baseline is None else read_baseline(settings.baseline)
     clock = Stopwatch()
     device = local_device(resolve_device(settings.device))
     world = join(device)  # one process, or torchrun's (distributed.py)
@@ -81,8 +83,11 @@ def _audit(settings: AuditSettings, progress: Progress) -> AuditResult | None:
     clock.lap("power check")
     measured = measure(settings, release.candidates, scores, near_copies)
     clock.lap("metrics and gate")
-    labels = release.candidates.labels
-    evidence = Evidence(settings, measured.gate, labels, near_copies, measured.exposure, power)
+    candidates = release.candidates
+    compared = against(baseline, candidates, measured, near_copies)
+    evidence = Evidence(
+        settings, measured.gate, candidates.labels, near_copies, measured.exposure, power, compared
+    )
     result = AuditResult(
         settings=settings,
         generated=release.generated,
@@ -101,9 +106,24 @@ def _audit(settings: AuditSettings, progress: Progress) -> AuditResult | None:
         patient_level=measured.patient_level,
         orientation=release.orientation,
         world_size=world.size,
+        baseline=compared,
     )
     result.warnings = audit_warnings(result) + ([] if cache is None else cache.warnings)
     return result
+
+
+def against(
+    baseline: Baseline | None, candidates: Candidates, measured: Measured, near_copies: NearCopies
+) -> Comparison | None:
+    """This audit's key numbers against the baseline's (None: no baseline)."""
+    if baseline is None:
+        return None
+    manifests = {
+        "used": candidates.members.manifest_sha256(),
+        "not_used": candidates.non_members.manifest_sha256(),
+    }
+    numbers = current_numbers(measured.gate, measured.exposure, near_copies)
+    return compare(baseline, manifests, numbers)
 
 
 def versions() -> dict[str, str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .files import GENERATOR, atomic_write, check_outputs
 from .metrics import LOW_FPRS
+from .result import AuditResult
 
 RISKIEST = 10  # candidates shown with their nearest generated images
 NEAR_COPIES_SHOWN = 20  # near-copy pairs shown with thumbnails (all are in the JSON)
@@ -132,20 +133,29 @@ Output = tuple[str, str, bool]
 
 
 def render_outputs(
-    result, html_path: Path | None, json_path: Path | None, named: Collection[Path] = ()
+    result: AuditResult,
+    html_path: Path | None,
+    json_path: Path | None,
+    named: Collection[Path] = (),
+    summary_path: Path | None = None,
 ) -> list[Output]:
-    """The JSON result and the HTML report, rendered (either path may be None: not
-    rendered); `named`: the paths the user named, which may replace any file. Plain
-    strings, so a pytest-xdist worker can hand them over."""
+    """The JSON result, the HTML report and the Markdown summary, rendered (a path of
+    None: not rendered); `named`: the paths the user named, which may replace any file.
+    Plain strings, so a pytest-xdist worker can hand them over."""
     from .results import result_json
+    from .summary import summary_markdown
 
     named_paths = {str(p) for p in named}
     files = []
+    data = result_json(result)
     if json_path is not None:
-        text = json.dumps(result_json(result), indent=2, allow_nan=False) + "\n"
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
         files.append((str(json_path), text, str(json_path) in named_paths))
     if html_path is not None:
         files.append((str(html_path), render_html(result), str(html_path) in named_paths))
+    if summary_path is not None:
+        text = summary_markdown(data, None if html_path is None else str(html_path))
+        files.append((str(summary_path), text, str(summary_path) in named_paths))
     return files
 
 
@@ -158,9 +168,16 @@ def write_files(files: list[Output], inputs: Mapping[str, Path] | None = None) -
 
 
 def write_outputs(
-    result, html_path: Path | None, json_path: Path | None, named: Collection[Path] | None = None
+    result: AuditResult,
+    html_path: Path | None,
+    json_path: Path | None,
+    named: Collection[Path] | None = None,
+    summary_path: Path | None = None,
 ) -> None:
-    """Write the HTML report and the JSON result (either may be None: not written).
-    `named`: the paths the user named (default: both, as a caller that passes paths)."""
-    named = [p for p in (html_path, json_path) if p is not None] if named is None else named
-    write_files(render_outputs(result, html_path, json_path, named), result.settings.inputs())
+    """Write the HTML report, the JSON result and the Markdown summary (a path of None:
+    not written). `named`: the paths the user named (default: all, as a caller that
+    passes paths)."""
+    paths = (html_path, json_path, summary_path)
+    named = [p for p in paths if p is not None] if named is None else named
+    files = render_outputs(result, html_path, json_path, named, summary_path)
+    write_files(files, result.settings.inputs())

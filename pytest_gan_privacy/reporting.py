@@ -55,6 +55,10 @@ class ReportWriter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for data in getattr(report, REPORT_ATTRIBUTE, ()):
             outcome = AuditOutcome.from_json(data)
+            if outcome.key not in self.shown and outcome.job_summary:  # once an audit
+                from .summary import append_to_job_summary
+
+                append_to_job_summary(outcome.job_summary)
             shown = self.shown.setdefault(outcome.key, Shown(outcome))
             files = [f for f in outcome.files if f[0] not in self.written]
             if not files:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .attacks import AttackScores
+from .baseline import Comparison
 from .exposure import Exposure
 from .images import ImageSet
 from .metrics import MembershipMetrics
@@ -119,6 +120,7 @@ class AuditResult:
     patient_level: PatientLevel | None = None  # None: membership per image
     orientation: Orientation | None = None
     world_size: int = 1  # processes under torchrun (distributed.py)
+    baseline: Comparison | None = None  # against a previous audit (--baseline)
 
     @property
     def membership_unit(self) -> str:

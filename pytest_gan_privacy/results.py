@@ -72,8 +72,19 @@ def summary_lines(result: AuditResult) -> list[str]:
     """The summary line, why it fails, then exposure, the details and what was left
     out: what the terminal shows."""
     lines = [summary_line(result), *failure_lines(result), exposure_line(result)]
-    lines += [details_line(result), left_out_line(result)]
+    lines += [details_line(result), baseline_line(result), left_out_line(result)]
     return [line for line in lines if line is not None]
+
+
+def baseline_line(result: AuditResult) -> str | None:
+    """How the key numbers moved since the baseline (None: no baseline)."""
+    c = result.baseline
+    if c is None:
+        return None
+    if not c.comparable:
+        return f"  baseline {c.baseline.path}: not compared (other candidates)"
+    moved = ", ".join(change.text() for change in c.changes)
+    return f"  since the baseline ({c.baseline.verdict}, {c.baseline.created}): {moved}"
 
 
 def left_out_line(result: AuditResult) -> str | None:
@@ -334,10 +345,36 @@ def result_json(result: AuditResult) -> dict[str, Any]:
         "warnings": result.warnings,
         "skipped_images": skipped_images(result),
         "left_out": left_out_json(result),
+        "baseline": baseline_json(result),
         "cache": result.cache,
     }
     ready: dict[str, Any] = json_ready(data)
     return ready
+
+
+def baseline_json(result: AuditResult) -> dict[str, Any] | None:
+    """This audit against a previous one (--baseline): each key number's change."""
+    c = result.baseline
+    if c is None:
+        return None
+    return {
+        "path": str(c.baseline.path),
+        "created": c.baseline.created,
+        "verdict": c.baseline.verdict,
+        "comparable": c.comparable,
+        "not_compared_because": c.not_comparable,
+        "fail_on_regression": result.settings.fail_on_regression,
+        "changes": {
+            change.name: {
+                "label": change.label,
+                "count": change.count,
+                "before": change.before,
+                "after": change.after,
+                "change": change.delta,
+            }
+            for change in c.changes
+        },
+    }
 
 
 def gate_json(result: AuditResult) -> dict[str, Any]:

@@ -90,6 +90,7 @@ class OutputKind(Choice):
 
     REPORT = "report"
     JSON = "JSON"
+    SUMMARY = "Markdown summary"
     PREDICTIONS = "predictions"
     SCORES = "scores"
 
@@ -103,6 +104,7 @@ class OutputKind(Choice):
         return {
             OutputKind.REPORT: DEFAULT_REPORT,
             OutputKind.JSON: DEFAULT_REPORT.replace(".html", ".json"),
+            OutputKind.SUMMARY: DEFAULT_REPORT.replace("-report.html", "-summary.md"),
             OutputKind.PREDICTIONS: "predictions.csv",
             OutputKind.SCORES: "scores.csv",
         }[self]
@@ -167,9 +169,18 @@ class AuditSettings:
     volume: int | None = None  # the volume of a 4-D NIfTI series
     max_pixels: int = MAX_PIXELS  # the most pixels one DICOM or NIfTI file may hold
     groups: Path | None = None  # CSV "image path,group": the patient of each image
+    # CI: a Markdown summary, and a previous audit's JSON to compare with (baseline.py)
+    summary_md: Path | None = None
+    baseline: Path | None = None
+    fail_on_regression: float | None = None  # fail when F1 or AUC grew by more than this
 
     def __post_init__(self) -> None:
         parse_fields(self, OPTIONS)
+        if self.fail_on_regression is not None and self.baseline is None:
+            raise AuditInputError(
+                "--fail-on-regression compares with a previous audit: give its JSON with "
+                "--baseline PREVIOUS.json"
+            )
         if self.features is Features.VIT and self.checkpoint is None:
             raise AuditInputError(
                 "features 'vit' need a local weights file: give --checkpoint PATH "
@@ -219,6 +230,11 @@ class Option:
     output: OutputKind | None = None  # for kind "output"
     required: bool = False  # on the command line, whatever its default
     shown_default: str | None = None  # how the default reads, where its value says little
+    called: str | None = None  # how messages name it (default: its name in words)
+
+    @property
+    def what(self) -> str:
+        return self.called or self.name.replace("_", " ")
 
     @property
     def needed(self) -> bool:
@@ -273,30 +289,30 @@ class Option:
         """A value from a flag, an ini file or a marker, validated; raises
         argparse.ArgumentTypeError with a message that says what is allowed."""
         if self.is_path:
-            return parse_path(value, self.name.replace("_", " "), self.kind, self.output)
+            return parse_path(value, self.what, self.kind, self.output)
         if self.kind == "fraction":
-            return parse_max_f1(value)
+            return parse_fraction(value, self.what)
         if self.kind == "probability":
-            return parse_probability(value, self.name.replace("_", " "))
+            return parse_probability(value, self.what)
         if self.kind == "int":
-            return parse_int(value, self.name.replace("_", " "), self.minimum, self.maximum)
+            return parse_int(value, self.what, self.minimum, self.maximum)
         if self.kind == "choice":
             assert self.choices is not None
-            return parse_choice(value, self.choices, self.name.replace("_", " "))
+            return parse_choice(value, self.choices, self.what)
         if self.kind == "bool":
             return parse_bool(value, self.name)
         if self.kind == "window":
             return parse_window(value)
         if self.kind == "range":
             return parse_slice_range(value)
-        return parse_text(value, self.name.replace("_", " "))
+        return parse_text(value, self.what)
 
 
 OPTIONS: tuple[Option, ...] = (
     Option("generated", "folder of generated images", "folder"),
     Option("used", "folder of real images the model was trained on (members)", "folder"),
     Option("not_used", "folder of real images it was not trained on (non-members)", "folder"),
-    Option("max_f1", "fail when the leakage F1 is over this limit", "fraction"),
+    Option("max_f1", "fail when the leakage F1 is over this limit", "fraction", called="F1 limit"),
     Option(
         "report",
         "HTML report to write",
@@ -458,6 +474,26 @@ OPTIONS: tuple[Option, ...] = (
         maximum=2**40,
     ),
     Option(
+        "summary_md",
+        "Markdown summary to write (verdict, key numbers, where the report is; no image or "
+        "identifier); also appended to $GITHUB_STEP_SUMMARY when that is set",
+        "output",
+        output=OutputKind.SUMMARY,
+    ),
+    Option(
+        "baseline",
+        "the JSON of a previous audit of the same candidates: every key number's change "
+        "since is shown",
+        "file",
+    ),
+    Option(
+        "fail_on_regression",
+        "fail when the leakage F1 or the AUC grew by more than this since the baseline, "
+        "even under the limit (needs --baseline)",
+        "fraction",
+        called="regression margin",
+    ),
+    Option(
         "groups",
         "CSV of 'image path,group' lines: the patient of each real image (paths relative "
         "to the CSV's folder); needed for PNG/JPEG folders; overrides DICOM PatientIDs",
@@ -493,16 +529,16 @@ def parse_fields(settings: object, options: tuple[Option, ...]) -> None:
         raise AuditInputError(str(exc)) from None
 
 
-def parse_max_f1(value: object) -> float:
-    """The F1 limit: a number from 0 to 1."""
+def parse_fraction(value: object, what: str) -> float:
+    """A number from 0 to 1 (the F1 limit, a margin of F1 or AUC)."""
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(
-            f"the F1 limit must be a number between 0 and 1, got {value!r}"
+            f"the {what} must be a number between 0 and 1, got {value!r}"
         ) from None
     if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"the F1 limit must be between 0 and 1, got {number}")
+        raise argparse.ArgumentTypeError(f"the {what} must be between 0 and 1, got {number}")
     return number
 
 

@@ -89,6 +89,7 @@ class _Settings:
     fail_inconclusive: bool = False
     allow_member_near_copies: bool = True
     exposure_alpha: float = 0.0
+    fail_on_regression: float | None = None
 
 
 def test_the_f1_limit_fails_only_above_it():
