@@ -25,7 +25,7 @@ def summary_markdown(data: dict[str, Any], report: str | None = None) -> str:
         lines += ["**Fails because**", ""]
         lines += [f"- {why}" for why in data["failures"]]
         lines.append("")
-    lines += ["| | |", "|---|---|", *_rows(data), ""]
+    lines += ["| measure | this release |", "|---|---|", *_rows(data), ""]
     lines += _baseline(data.get("baseline"))
     if data["warnings"]:
         lines += [f"<details><summary>{len(data['warnings'])} warning(s)</summary>", ""]
