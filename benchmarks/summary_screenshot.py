@@ -38,10 +38,12 @@ SHORTCODES = {":x:": "\u274c", ":white_check_mark:": "\u2705", ":warning:": "\u2
 
 
 def audit(release: Path, out: Path, *more: str) -> int:
+    """The command line on a release, run in `out` (relative output paths land there)."""
+    out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pytest_gan_privacy.cli", "audit", "--quiet"]
     command += ["--generated", str(release / "generated"), "--used", str(release / "real/used")]
     command += ["--not-used", str(release / "real/not_used"), *more]
-    return subprocess.run(command).returncode
+    return subprocess.run(command, cwd=out).returncode
 
 
 def main() -> None:
