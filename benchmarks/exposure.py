@@ -9,20 +9,24 @@ false-FAIL rate under label shuffles.
 2. Audits every shared and built scenario with the defaults and prints: verdict and why,
    F1, exposure (members / non-members exposed, expected by chance, p), near-copies
    (generated images; members / non-members with one), the threshold and what set it,
-   and the power check per level.
+   the replica test (members above every non-member's best match, its p-value), the
+   power check per level, and, where the scenario has a memorised.txt (ddpm-100), how
+   many of the members it names the near-copy listing names.
 3. For each shared scenario, `--shuffles` label shuffles: which candidates are members is
-   permuted (same counts), the attacks' labels-blind scores and near-copy flags are kept,
-   and the gate is decided again (per-fold choice, F1 limit, exposure test, member
-   near-copies). The fraction that FAILs is the gate's false-FAIL rate: a release whose
-   labels carry no information should fail at most 1 % of the time. (On `copies` every
-   shuffle keeps its member near-copies, which fail by design; the rate without that
-   rule is shown beside it.)
+   permuted (same counts), the attacks' labels-blind scores are kept, the near-copy
+   flags are found again (the replica test reads the labels), and the gate is decided
+   again (per-fold choice, F1 limit, exposure test, member near-copies). The fraction
+   that FAILs is the gate's false-FAIL rate: a release whose labels carry no information
+   should fail at most 1 % of the time. (On `copies` every shuffle keeps member
+   near-copies at the labels-blind threshold, which fail by design; the rate without
+   that rule is shown beside it.)
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from pytest_gan_privacy.results import result_json
@@ -36,10 +40,11 @@ from pytest_gan_privacy.exposure import exposure
 from pytest_gan_privacy.gate import GATE, best_per_fold
 from pytest_gan_privacy.metrics import stratified_folds
 from pytest_gan_privacy.pipeline import run_audit
+from pytest_gan_privacy.replicas import replica_test
 from pytest_gan_privacy.settings import AuditSettings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brainmri64"
-SHARED = ("copies", "dcgan-100", "vae-100", "dcgan-1000", "disjoint")
+SHARED = ("copies", "dcgan-100", "vae-100", "dcgan-1000", "disjoint", "ddpm-100")
 
 
 def build_all(out: Path) -> list[Path]:
@@ -60,7 +65,6 @@ def audit(root: Path, features: str | None):
             generated=root / "generated",
             used=root / "real" / "used",
             not_used=root / "real" / "not_used",
-            no_cache=True,
             **extra,
         )
     )
@@ -84,11 +88,26 @@ def row(name: str, result) -> str:
     e, nc, pc = d["exposure"], d["near_copies"], d["power_check"]
     levels = " / ".join(f"{v['fraction']:.2f}" for v in pc["levels"].values())
     why = ", ".join(_reason(f) for f in result.failures) or "-"
+    rep = nc["replicas"]
     return (
         f"| {name} | {result.verdict} | {result.f1:.3f} | {e['members_exposed']} / "
         f"{e['non_members_exposed']} | {e['expected_by_chance']:.1f} | {e['p_value']:.2g} | "
         f"{nc['count']} ({nc['members_copied']} / {nc['non_members_copied']}) | "
-        f"{nc['threshold']:.3f} ({nc['limited_by']}) | {levels} | {why} |"
+        f"{nc['threshold']:.3f} ({nc['limited_by']}) | {rep['members_above']}, "
+        f"p = {rep['p_value']:.2g} | {levels} | {why} |"
+    )
+
+
+def memorised_named(root: Path, result) -> str | None:
+    """How many of the members in the scenario's memorised.txt the listing names."""
+    listed = root / "memorised.txt"
+    if not listed.exists():
+        return None
+    memorised = {line.split("\t")[0] for line in listed.read_text().splitlines() if line}
+    named = memorised & set(result_json(result)["near_copies"]["copied"])
+    return (
+        f"{root.name}: the near-copy listing names {len(named)} of the {len(memorised)} "
+        "members in memorised.txt"
     )
 
 
@@ -97,13 +116,15 @@ def shuffles(result, rounds: int, seed: int = 0) -> tuple[float, float, float]:
     s = result.settings
     names = [n for n in result.attacks if n != GATE]
     columns = np.column_stack([result.attacks[n].scores.scores for n in names])
-    copied = np.zeros(len(columns), bool)
-    copied[result.near_copies.copied] = True
+    best = result.attacks["near-copy"].scores.scores
+    threshold = result.near_copies.threshold
     rng = np.random.default_rng(seed)
     labels = result.candidates.labels
     fails = fails_no_copy = exposed_only = 0
     for _ in range(rounds):
         shuffled = rng.permutation(labels)
+        again = replace(threshold, replicas=replica_test(best, shuffled))
+        copied = best > again.applied
         gate = best_per_fold(columns, shuffled, s.threshold_policy, s.folds, s.seed, 0)
         folds = stratified_folds(shuffled, s.folds, s.seed)
         e = exposure(columns, shuffled, folds, gate.chosen, copied)
@@ -132,14 +153,17 @@ def main() -> None:
             scenarios += build_all(out)
         print(
             "| scenario | verdict | F1 | exposed m / nm | expected | p | near-copies (m / nm) "
-            "| threshold (set by) | power exact / standard / hard | fails on |\n"
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| threshold (set by) | replicas, p | power exact / standard / hard | fails on |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             flush=True,
         )
         results = {}
         for root in scenarios:
             results[root.name] = result = audit(root, args.features)
             print(row(root.name, result), flush=True)
+        for root in scenarios:
+            if named := memorised_named(root, results[root.name]):
+                print(named)
     if args.shuffles:
         print(
             f"\n| scenario | false-FAIL over {args.shuffles} shuffles | without the member "

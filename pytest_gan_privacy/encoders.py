@@ -38,12 +38,7 @@ WORKING_SIZE = 64  # pixels: the size the pixel, local-structure and near-copy s
 
 # The attacks a feature space can take (attacks.py): the names are part of the
 # attack names in the JSON ("patches calibrated"), a public interface.
-NEAREST, CALIBRATED, RETRIEVAL, RECONSTRUCTION = (
-    "nearest-neighbour",
-    "calibrated",
-    "retrieval",
-    "reconstruction",
-)
+NEAREST, CALIBRATED, RETRIEVAL = ("nearest-neighbour", "calibrated", "retrieval")
 SIMILARITY_ATTACKS = (NEAREST, CALIBRATED, RETRIEVAL)
 
 
@@ -228,14 +223,12 @@ class MAEEncoder(Encoder):
     Comparing whole token grids keeps the local detail that memorised images share;
     pooled vectors (class token, mean token) lose it. Layer-normalising each token gives
     every patch the same weight and removes per-token offsets; the attacks then centre
-    the features on the candidates' mean. Its reconstruction error is a further attack
-    (attacks.reconstruction_attack). The weights are cached, keyed by the training
+    the features on the candidates' mean. The weights are cached, keyed by the training
     images and settings: an unchanged audit trains once, also when several pytest-xdist
     workers start it together (they wait on a lock on the entry).
     """
 
     name = "mae"
-    attacks = (*SIMILARITY_ATTACKS, RECONSTRUCTION)
 
     def __init__(
         self,
@@ -340,12 +333,6 @@ class MAEEncoder(Encoder):
         model = self.encoding_model
         tokens = model.patch_tokens(pixels.to(model.cls_token.dtype))
         return F.layer_norm(tokens.float(), tokens.shape[-1:]).flatten(1)
-
-    @torch.inference_mode()
-    def reconstruction_error(self, pixels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Each image's masked-patch error (B,) under the masks given as noise (M, N)."""
-        with autocast(pixels.device, self.bf16):
-            return self._model().reconstruction_error(pixels, masks).float()
 
     def describe(self) -> dict:
         c = self.config

@@ -1,10 +1,8 @@
 """A masked autoencoder (MAE, He et al. 2022) on timm's ViT pieces, trained by the audit.
 
-The audit trains it, without labels, on the generated images (encoders.MAEEncoder)
-and uses it twice: its patch tokens are a feature space for the nearest-neighbour,
-calibrated and retrieval attacks, and its reconstruction error is an attack of its own
-(a generator that memorised a training image makes an MAE trained on its output
-reconstruct that image better).
+The audit trains it, without labels, on the generated images (encoders.MAEEncoder):
+its patch tokens are a feature space for the nearest-neighbour, calibrated and
+retrieval attacks.
 
 timm gives the patch embedding and the transformer blocks; this module adds what timm
 lacks: per-sample random masking, a light decoder with mask tokens, the normalised-pixel
@@ -232,16 +230,6 @@ class MaskedAutoencoder(nn.Module):
         """Mean squared error over the masked patches (the visible ones are trivial)."""
         errors = self.patch_errors(pixels, noise)
         return errors.sum() / (errors.shape[0] * _masked_count(self.config))
-
-    @torch.no_grad()
-    def reconstruction_error(self, pixels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Each image's masked-patch error (B,), averaged over the masks given as noise
-        (M, N): every image gets the same masks, so its error depends on it alone."""
-        total = torch.zeros(pixels.shape[0], device=pixels.device)
-        for noise in masks:
-            errors = self.patch_errors(pixels, noise.expand(pixels.shape[0], -1))
-            total += errors.sum(1) / _masked_count(self.config)
-        return total / len(masks)
 
     @torch.no_grad()
     def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ from torch.nn import functional as F
 from . import __version__
 from .cache import cache_key
 from .encoders import FixedEncoder
+from .replicas import ReplicaTest
 from .runtime import device_identity, use_bf16
 from .settings import Choice
 from .similarity import Rows, as_rows, merge_top_k
@@ -442,22 +443,36 @@ class LimitedBy(Choice):
 
     COPY_LEVEL = "copy level"  # the normal case: copies stand out from unrelated real pairs
     REAL_PAIRS = "real pairs"  # real images here are as alike as copies
+    # members closer to generated images than any non-member, beyond chance (replicas.py)
+    NON_MEMBERS = "non-members"
 
 
 @dataclass(frozen=True)
 class NearCopyThreshold:
     """A generated image is a near-copy of a candidate when their similarity is over
-    `value` = max(`reference`, `copy_level`); `limited_by` says which decided (with real
-    pairs, fewer copies are found, and the power check says so, rather than the gate
-    raising false alarms)."""
+    `applied`: the labels-blind `value` = max(`reference`, `copy_level`), or, when the
+    members hold replicas (`replicas`, replicas.py), the non-members' best match where
+    that is lower. `limited_by` says which decided (with real pairs, fewer copies are
+    found, and the power check says so, rather than the gate raising false alarms).
+    The power check plants its copies against `value`: what a release without
+    replicas is held to."""
 
     value: float
     reference: float
     copy_level: float
     pair: tuple[int, int] | None = None  # the two candidates that set the reference
+    replicas: ReplicaTest | None = None  # with labels only: not part of the cache entry
+
+    @property
+    def applied(self) -> float:
+        if self.replicas is not None and self.replicas.significant:
+            return min(self.value, self.replicas.level)
+        return self.value
 
     @property
     def limited_by(self) -> LimitedBy:
+        if self.applied < self.value:
+            return LimitedBy.NON_MEMBERS
         if self.copy_level >= self.reference:
             return LimitedBy.COPY_LEVEL
         return LimitedBy.REAL_PAIRS
@@ -506,9 +521,9 @@ class NearCopies:
 
 
 def find_near_copies(scan: RobustScan, threshold: NearCopyThreshold) -> NearCopies:
-    """Every generated image over the threshold (most similar first) and every
-    candidate with a near-copy."""
-    t = threshold.value
+    """Every generated image over the threshold (`applied`; most similar first) and
+    every candidate with a near-copy."""
+    t = threshold.applied
     above = torch.nonzero(scan.generated_best > t).flatten().tolist()
     above.sort(key=lambda g: (-float(scan.generated_best[g]), g))
     return NearCopies(

@@ -10,7 +10,7 @@ the result into the JSON and the HTML report (write).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from .nearcopies import (
     power_check,
 )
 from .patients import Patients, candidate_patients, group_keys
+from .replicas import replica_test
 from .result import AttackResult, AuditResult, Candidates, PatientLevel
 from .runtime import Progress, Stopwatch, cpu_threads, no_progress, resolve_device
 from .scoring import Scores, score_release
@@ -140,13 +141,17 @@ def versions() -> dict[str, str]:
 def threshold_and_power(
     settings: AuditSettings, release: Release, scores: Scores, encoding: Encoding
 ) -> tuple[NearCopies, PowerCheck]:
-    """The near-copy threshold (labels-blind, cached), the near-copies it finds in the
-    scan, and the power check: planted copies of members, found at that threshold."""
+    """The near-copy threshold (labels-blind, cached; lowered to the non-members' best
+    match where the members hold replicas), the near-copies it finds in the scan, and
+    the power check: planted copies of members, found at the labels-blind threshold."""
     candidates, pixels, device = release.candidates, release.pixels, encoding.device
     # with patients, pairs of one patient's slices do not set the near-copy reference
-    patients = any(g is not None for g in candidates.groups)
-    keys = group_keys(candidates.groups, candidates.hashes) if patients else None
+    patients = candidate_patients(candidates.groups, candidates.hashes, candidates.labels)
+    keys = None if patients is None else group_keys(candidates.groups, candidates.hashes)
     threshold = _threshold(settings, candidates, pixels, keys, encoding.device, encoding.cache)
+    best = scores.scan.candidate_best.numpy()
+    replicas = replica_test(best, candidates.labels, None if patients is None else patients.index)
+    threshold = replace(threshold, replicas=replicas)
     near_copies = find_near_copies(scores.scan, threshold)
     # members come first among the candidates: a member's index is its candidate index
     canaries = pick_canaries(
@@ -247,9 +252,9 @@ def _gate_scores(gate: MembershipMetrics, scores: Scores) -> AttackScores:
     for moves)."""
     evidence = near_copy_attack(scores.scan)
     return AttackScores(
-        GATE,
-        GATE_DESCRIPTION,
-        gate.scores,
-        evidence.neighbour_indices,
-        evidence.neighbour_similarities,
+        name=GATE,
+        description=GATE_DESCRIPTION,
+        scores=gate.scores,
+        neighbour_indices=evidence.neighbour_indices,
+        neighbour_similarities=evidence.neighbour_similarities,
     )

@@ -190,6 +190,15 @@ class AuditResult:
     def seconds(self) -> float:
         return self.timings.get("total", 0.0)
 
+    def attack_seconds(self, name: str) -> float:
+        """What an attack costs: the stages of the feature space it needs (training,
+        encoding, the pass its scores come from), which that space's attacks share;
+        the gate needs every space."""
+        space = self.attacks[name].scores.space
+        spaces = {space} if space else {a.scores.space for a in self.attacks.values()} - {""}
+        stages = [f"{stage} {s}" for s in sorted(spaces) for stage in ("fit", "encode", "attacks")]
+        return round(sum(self.timings.get(stage, 0.0) for stage in stages), 3)
+
     def __repr__(self) -> str:
         return (
             f"AuditResult(verdict={self.verdict!r}, f1={self.f1:.3f}, auc={self.auc:.3f}, "

@@ -15,6 +15,7 @@ from .files import GENERATOR
 from .gate import POWER_NEEDED
 from .images import ImageSet
 from .nearcopies import ANGLES, CANARY_LEVELS, DECIDING_LEVEL, MAX_SHIFT
+from .replicas import REPLICA_ALPHA, ReplicaTest
 from .result import AuditResult
 
 SHORT_HASH = 12  # hex digits of a candidate's SHA-256 in the report and JSON
@@ -135,10 +136,12 @@ def near_copies_json(result: AuditResult) -> dict[str, Any] | None:
     labels, ids, gen_ids = result.candidates.labels, result.candidates.ids, result.generated.ids
     t = nc.threshold
     return {
-        "threshold": t.value,
+        "threshold": t.applied,
+        "labels_blind_threshold": t.value,
         "reference": t.reference,
         "copy_level": t.copy_level,
         "limited_by": str(t.limited_by),
+        "replicas": replicas_json(t.replicas),
         "count": len(nc),
         "members_copied": sum(int(labels[c]) for c in nc.copied),
         "non_members_copied": sum(1 - int(labels[c]) for c in nc.copied),
@@ -157,6 +160,23 @@ def near_copies_json(result: AuditResult) -> dict[str, Any] | None:
                 zip(nc.generated_index, nc.candidate_index, nc.similarity, strict=True)
             )[:MAX_LISTED]
         ],
+    }
+
+
+def replicas_json(test: ReplicaTest | None) -> dict[str, Any] | None:
+    """The replica test (replicas.py): members above every non-member's best match."""
+    if test is None:
+        return None
+    return {
+        "non_members_best": test.level,
+        "members_above": test.above,
+        "members": test.members,
+        "non_members": test.non_members,
+        "unit": test.unit,
+        "expected_by_chance": test.expected_by_chance,
+        "p_value": test.p_value,
+        "alpha": REPLICA_ALPHA,
+        "significant": test.significant,
     }
 
 
@@ -331,7 +351,11 @@ def result_json(result: AuditResult) -> dict[str, Any]:
         "seconds": result.seconds,
         "timings": result.timings,
         "attacks": {
-            name: {"description": a.scores.description, **a.metrics.as_dict()}
+            name: {
+                "description": a.scores.description,
+                "seconds": result.attack_seconds(name),
+                **a.metrics.as_dict(),
+            }
             for name, a in result.attacks.items()
         },
         "inputs": {s.role: inputs_json(s) for s in _sets(result)},

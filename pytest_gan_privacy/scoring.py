@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attacks import AttackScores, near_copy_attack, space_attacks
+from .attacks import AttackScores, near_copy_attack, similarity_attacks
 from .cache import cached
 from .distributed import World, leave
-from .encoders import WORKING_SIZE, Encoder, feature_spaces
+from .encoders import Encoder, FixedEncoder, feature_spaces
 from .features import Encoding, FeatureStream, encode_images, shared_features
-from .images import ImageSet, load_pixels
+from .images import ImageSet
 from .loading import Release
 from .nearcopies import NearCopyEncoder, RobustScan, detector_key, robust_scan
 from .runtime import Stopwatch, cpu_budget
@@ -42,8 +42,7 @@ def score_release(
 ) -> Scores | None:
     """fit -> encode -> attack -> scan: every attack's scores of the release's pools
     (None on a torchrun rank other than 0, once its share is done)."""
-    spaces = fit_spaces(settings, release.generated, encoding)
-    clock.lap("fit_encoder")
+    spaces = fit_spaces(settings, release.generated, encoding, clock)
     generated = GeneratedSide(release.generated, encoding)
     if world.distributed:
         generated.share(world, [*spaces, NearCopyEncoder()])
@@ -54,32 +53,33 @@ def score_release(
         # which also makes its float32 sums those of a single process (a matrix
         # multiply's last bit depends on its number of threads)
         torch.set_num_threads(cpu_budget(alone=True))
-    pixels = PoolPixels(release, encoding)
     attacks: list[AttackScores] = []
     for encoder in spaces:
-        attacks += attack_in_space(settings, encoder, release, generated, pixels, encoding, clock)
-    scan, streamed = scan_near_copies(release, generated, pixels, encoding, clock)
+        attacks += attack_in_space(encoder, release, generated, encoding, clock)
+    scan, streamed = scan_near_copies(release, generated, encoding, clock)
     attacks.append(near_copy_attack(scan))
     clock.lap("attacks near-copy")
     clock.move(streamed, "attacks near-copy", "encode near-copy")
     return Scores(attacks, scan, spaces)
 
 
-def fit_spaces(settings: AuditSettings, generated: ImageSet, encoding: Encoding) -> list[Encoder]:
+def fit_spaces(
+    settings: AuditSettings, generated: ImageSet, encoding: Encoding, clock: Stopwatch
+) -> list[Encoder]:
     """The feature spaces the settings ask for, fitted: the learned one learns from the
-    generated images, the others need nothing."""
+    generated images (the stage "fit <space>"), the others need nothing."""
     spaces = feature_spaces(settings, encoding.device, encoding.cache)
     for encoder in spaces:
         encoder.fit(generated, encoding.device, encoding.progress)
+        if not isinstance(encoder, FixedEncoder):
+            clock.lap(f"fit {encoder.name}")
     return spaces
 
 
 def attack_in_space(
-    settings: AuditSettings,
     encoder: Encoder,
     release: Release,
     generated: GeneratedSide,
-    pixels: PoolPixels,
     encoding: Encoding,
     clock: Stopwatch,
 ) -> list[AttackScores]:
@@ -90,16 +90,7 @@ def attack_in_space(
     reference_rows = None if reference is None else encode_images(reference, encoder, encoding)
     clock.lap(f"encode {encoder.name}")
     rows = generated.rows(encoder)
-    scores = space_attacks(
-        encoder,
-        candidates,
-        rows,
-        pixels.at,
-        encoding.device,
-        settings.seed,
-        settings.batch_size,
-        reference_rows,
-    )
+    scores = similarity_attacks(encoder, candidates, rows, encoding.device, reference_rows)
     clock.lap(f"attacks {encoder.name}")
     clock.move(seconds_of(rows), f"attacks {encoder.name}", f"encode {encoder.name}")
     return scores
@@ -108,7 +99,6 @@ def attack_in_space(
 def scan_near_copies(
     release: Release,
     generated: GeneratedSide,
-    pixels: PoolPixels,
     encoding: Encoding,
     clock: Stopwatch,
 ) -> tuple[RobustScan, float]:
@@ -126,7 +116,7 @@ def scan_near_copies(
         rows = generated.rows(NearCopyEncoder())
         result = robust_scan(
             rows,
-            pixels.at(WORKING_SIZE),
+            release.pixels,
             device,
             progress=lambda done, total: encoding.progress(
                 "near-copy scan (generated)", done, total
@@ -167,24 +157,3 @@ class GeneratedSide:
         if encoder.name in self.gathered:
             return TensorRows(self.gathered.pop(encoder.name))
         return FeatureStream(self.images, encoder, self.encoding)
-
-
-@dataclass
-class PoolPixels:
-    """The pools' pixels at a size, decoded once per size (the working size's come
-    with the release)."""
-
-    release: Release
-    encoding: Encoding
-    decoded: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.decoded[WORKING_SIZE] = self.release.pixels
-
-    def at(self, size: int) -> torch.Tensor:
-        if size not in self.decoded:
-            batch, workers = self.encoding.batch_size, self.encoding.workers
-            self.decoded[size] = torch.cat(
-                [load_pixels(pool, size, batch, workers) for pool in self.release.pools]
-            )
-        return self.decoded[size]

@@ -1,7 +1,5 @@
 """Each attack's scores, on feature vectors and scans made by hand."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -9,11 +7,8 @@ from torch.nn import functional as F
 
 from pytest_gan_privacy.attacks import (
     CALIBRATION_K,
-    RECONSTRUCTION_MASKS,
     near_copy_attack,
-    reconstruction_attack,
     similarity_attacks,
-    space_attacks,
 )
 from pytest_gan_privacy.encoders import PatchEncoder, PixelEncoder
 from pytest_gan_privacy.nearcopies import RobustScan
@@ -84,48 +79,6 @@ def test_retrieval_spreads_one_vote_per_generated_image(space):
     *_, retrieval = similarity_attacks(PatchEncoder(), candidates, generated)
     assert retrieval.scores.sum() == pytest.approx(len(generated))
     assert retrieval.scores[:5].min() > np.median(retrieval.scores[5:])
-
-
-class _StubMAE:
-    """What the reconstruction attack needs of an MAE: its config and errors."""
-
-    name = "mae"
-    attacks = ("reconstruction",)
-    image_size = 8
-    config = SimpleNamespace(num_patches=4, mask_ratio=0.75)
-
-    def __init__(self):
-        self.masks = []
-
-    def reconstruction_error(self, pixels, masks):
-        self.masks.append(masks)
-        return pixels.flatten(1).mean(dim=1)  # brighter = worse rebuilt
-
-
-def test_reconstruction_scores_are_minus_the_error_under_fixed_masks():
-    pixels = torch.linspace(0, 1, 10).view(10, 1, 1, 1).expand(10, 1, 8, 8).contiguous()
-    encoder = _StubMAE()
-    attack = reconstruction_attack(encoder, pixels, "cpu", seed=3, batch_size=4)
-    assert attack.name == "mae reconstruction"
-    assert np.allclose(attack.scores, -np.linspace(0, 1, 10), atol=1e-6)
-    assert len(encoder.masks) == 3  # batches of 4, 4 and 2, each with the same masks
-    assert all(torch.equal(m, encoder.masks[0]) for m in encoder.masks)
-    assert encoder.masks[0].shape == (RECONSTRUCTION_MASKS, 4)
-    again = _StubMAE()
-    reconstruction_attack(again, pixels, "cpu", seed=3)
-    assert torch.equal(again.masks[0], encoder.masks[0])  # the seed decides the masks
-
-
-def test_space_attacks_decode_pixels_only_for_the_attacks_that_need_them(space):
-    candidates, generated = space
-    asked = []
-
-    def pixels_at(size):
-        asked.append(size)
-        return torch.zeros(len(candidates), 1, size, size)
-
-    assert len(space_attacks(PatchEncoder(), candidates, generated, pixels_at, "cpu", 0)) == 3
-    assert asked == []
 
 
 def test_near_copy_attack_reads_the_scan():
