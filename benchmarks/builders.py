@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pytest_gan_privacy.nearcopies import CopyRecipe, augmented_copies
+from pytest_gan_privacy.nearcopies import CANARY_LEVELS, CopyRecipe, augmented_copies
 
 ROLES = ("generated", "real/used", "real/not_used")
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -94,16 +94,19 @@ def _pick(scenario: Scenario, role: str, count: int, seed: int, salt: str) -> li
     return sorted(range(len(keys)), key=keys.__getitem__)[:count]
 
 
-def few_copies(src: Path, out: Path, k: int, seed: int = 12) -> Path:
-    """k members memorised: 1-2 augmented copies of each added to the generated images."""
+def few_copies(src: Path, out: Path, k: int, seed: int = 12, level: str = "standard") -> Path:
+    """k members memorised: 1-2 augmented copies of each added to the generated images
+    (made as the power check's canaries of `level` are: standard, exact or hard)."""
     s = Scenario(src)
     members = _pick(s, "real/used", k, seed, "few-copies")
     per = np.random.default_rng(seed).integers(1, 3, size=len(members))
     sources = [m for m, n in zip(members, per, strict=True) for _ in range(n)]
     if sources:
-        s.add("generated", augmented_copies(s.pixels("real/used", sources), seed))
+        recipe = CANARY_LEVELS[level]
+        s.add("generated", augmented_copies(s.pixels("real/used", sources), seed, recipe))
+    name = f"{s.src.name}+few-copies-{k}" + ("" if level == "standard" else f"-{level}")
     return s.write(
-        out, seed, scenario=f"{s.src.name}+few-copies-{k}", memorised_members=k,
+        out, seed, scenario=name, memorised_members=k, copy_level=level,
         planted_copies=len(sources), expected="FAIL for k >= 1: members have near-copies",
     )  # fmt: skip
 
@@ -148,13 +151,14 @@ def main() -> None:
         p.add_argument("--seed", type=int, default=12)
         if name == "few-copies":
             p.add_argument("--k", type=int, required=True)
+            p.add_argument("--level", choices=sorted(CANARY_LEVELS), default="standard")
         if name == "twins":
             p.add_argument("--n", type=int, default=20)
         if name == "look-alike":
             p.add_argument("--weight", type=float, default=0.5)
     args = parser.parse_args()
     if args.builder == "few-copies":
-        print(few_copies(args.src, args.out, args.k, args.seed))
+        print(few_copies(args.src, args.out, args.k, args.seed, args.level))
     elif args.builder == "twins":
         print(twins(args.src, args.out, args.n, args.seed))
     else:

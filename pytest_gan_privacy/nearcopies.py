@@ -66,14 +66,20 @@ def rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
     return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
 
-def transformed_crops(images: torch.Tensor) -> torch.Tensor:
+SHIFTS = range(-MAX_SHIFT, MAX_SHIFT + 1)  # the scan's shifts, in y and in x
+
+
+def transformed_crops(images: torch.Tensor, shifts: range = SHIFTS) -> torch.Tensor:
     """Local-structure features of every shifted and rotated crop: (T, N, D), transform
-    t = (angle, dy, dx) in that order; each is local_structure(crop(rotate(images, angle),
-    MAX_SHIFT, dy, dx)). The tiles of all of an angle's shifts are gathered in one copy
-    (a strided view of the turned images) and normalised in one call: small calls are
-    slow (threads wake for each), and this is the scan's bank, built per candidate block."""
+    t = (angle, dy, dx) in that order, dy and dx in `shifts` (by default all the scan's;
+    the near-copy index uses a coarser range); each is local_structure(crop(rotate(images,
+    angle), MAX_SHIFT, dy, dx)). The tiles of all of an angle's shifts are gathered in one
+    copy (a strided view of the turned images) and normalised in one call: small calls
+    are slow (threads wake for each), and this is the scan's bank, built per candidate
+    block."""
     n, _, h, w = images.shape
-    side, tiles = 2 * MAX_SHIFT + 1, ((h - 2 * MAX_SHIFT) // WINDOW, (w - 2 * MAX_SHIFT) // WINDOW)
+    side, tiles = len(shifts), ((h - 2 * MAX_SHIFT) // WINDOW, (w - 2 * MAX_SHIFT) // WINDOW)
+    first, step = MAX_SHIFT + shifts.start, shifts.step
     per_angle = side * side * n
     out = torch.empty((len(ANGLES) * per_angle, WINDOW * WINDOW * tiles[0] * tiles[1]))
     for a, degrees in enumerate(ANGLES):
@@ -81,8 +87,8 @@ def transformed_crops(images: torch.Tensor) -> torch.Tensor:
         sn, _, sy, sx = turned.stride()
         # (dy, dx, image, row in tile, column in tile, tile row, tile column)
         shape = (side, side, n, WINDOW, WINDOW, tiles[0], tiles[1])
-        strides = (sy, sx, sn, sy, sx, WINDOW * sy, WINDOW * sx)
-        grid = turned.as_strided(shape, strides)
+        strides = (step * sy, step * sx, sn, sy, sx, WINDOW * sy, WINDOW * sx)
+        grid = turned.as_strided(shape, strides, turned.storage_offset() + first * (sy + sx))
         flat = grid.reshape(per_angle, WINDOW * WINDOW, tiles[0] * tiles[1])
         structure_of_tiles(flat, out=out[a * per_angle : (a + 1) * per_angle])
     return out.view(len(ANGLES) * side * side, n, -1)

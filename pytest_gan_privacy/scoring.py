@@ -24,7 +24,8 @@ from .images import ImageSet
 from .loading import Release
 from .nearcopies import NearCopyEncoder, RobustScan, detector_key, robust_scan
 from .runtime import Stopwatch, cpu_budget
-from .settings import AuditSettings
+from .settings import AuditSettings, NearCopySearch
+from .shortlist import INDEX_ABOVE, indexed_scan
 from .similarity import TensorRows
 
 
@@ -56,7 +57,7 @@ def score_release(
     attacks: list[AttackScores] = []
     for encoder in spaces:
         attacks += attack_in_space(encoder, release, generated, encoding, clock)
-    scan, streamed = scan_near_copies(release, generated, encoding, clock)
+    scan, streamed = scan_near_copies(settings, release, generated, encoding, clock)
     attacks.append(near_copy_attack(scan))
     clock.lap("attacks near-copy")
     clock.move(streamed, "attacks near-copy", "encode near-copy")
@@ -97,36 +98,49 @@ def attack_in_space(
 
 
 def scan_near_copies(
+    settings: AuditSettings,
     release: Release,
     generated: GeneratedSide,
     encoding: Encoding,
     clock: Stopwatch,
 ) -> tuple[RobustScan, float]:
-    """The near-copy scan (generated x candidates x 147 shifts and turns), and the
-    seconds it spent encoding the generated side (0 when read from the cache). The
-    generated side is encoded (and cached) like any feature, the candidates' side is
-    their pixels, to shift and turn. The scan is cached as a whole: a warm run skips it."""
+    """The near-copy scan (generated x candidates x 147 shifts and turns: every pair, or
+    a shortlist from an index, shortlist.py), and the seconds it spent encoding the
+    generated side (0 when read from the cache). The generated side is encoded (and
+    cached) like any feature, the candidates' side is their pixels, to shift and turn.
+    The scan is cached as a whole: a warm run skips it."""
     pools, device = release.pools, encoding.device
+    search = chosen_search(settings.near_copy_search, len(release.generated), len(release.pixels))
     hashes = [release.generated.hashes, *(p.hashes for p in pools)]
-    key = detector_key(device, hashes, pools[0].orientation)
+    key = detector_key(device, hashes, pools[0].orientation, str(search))
     clock.lap("encode near-copy")
     streamed = [0.0]
 
     def scan() -> RobustScan:
         rows = generated.rows(NearCopyEncoder())
-        result = robust_scan(
-            rows,
-            release.pixels,
-            device,
-            progress=lambda done, total: encoding.progress(
-                "near-copy scan (generated)", done, total
-            ),
-        )
+
+        def progress(done: int, total: int) -> None:
+            encoding.progress(f"near-copy scan ({search}, generated)", done, total)
+
+        if search is NearCopySearch.INDEX:
+            result = indexed_scan(rows, release.pixels, progress=progress)
+        else:
+            result = robust_scan(rows, release.pixels, device, progress=progress)
         streamed[0] = seconds_of(rows)
         return result
 
     result = cached(encoding.cache, "near-copy-scans", key, scan, lambda t: RobustScan(**t))
     return result, streamed[0]
+
+
+def chosen_search(asked: NearCopySearch, generated: int, candidates: int) -> NearCopySearch:
+    """`auto`: every pair up to shortlist.INDEX_ABOVE pairs (exact in every number, and
+    as fast there), an index above."""
+    if asked is not NearCopySearch.AUTO:
+        return asked
+    if generated * candidates > INDEX_ABOVE:
+        return NearCopySearch.INDEX
+    return NearCopySearch.EXHAUSTIVE
 
 
 def seconds_of(rows: FeatureStream | TensorRows) -> float:

@@ -77,6 +77,14 @@ class ThresholdPolicy(Choice):
     MAX_F1 = "max-f1"  # the threshold of the best F1 on the other folds
 
 
+class NearCopySearch(Choice):
+    """How the near-copy scan finds its pairs (shortlist.py)."""
+
+    AUTO = "auto"  # every pair up to shortlist.INDEX_ABOVE pairs, an index above
+    EXHAUSTIVE = "exhaustive"  # every generated image against every candidate
+    INDEX = "index"  # a shortlist from a FAISS index, each pair checked exactly
+
+
 class SliceAxis(Choice):
     """The axis NIfTI volumes are sliced along (nifti.SLICE_AXES)."""
 
@@ -155,6 +163,7 @@ class AuditSettings:
     # extra real images, neither candidates nor training images, for the calibrated attacks
     reference: Path | None = None
     fail_on_near_copies: bool = False
+    near_copy_search: NearCopySearch = NearCopySearch.AUTO
     # the default gate also fails when a member has a near-copy, and when members are
     # exposed at low FPR beyond chance at this significance level (0: not checked)
     allow_member_near_copies: bool = False
@@ -418,6 +427,14 @@ OPTIONS: tuple[Option, ...] = (
         "fail_on_near_copies",
         "fail when any generated image is a near-copy, also of a non-member",
         "bool",
+    ),
+    Option(
+        "near_copy_search",
+        "how the near-copy scan finds its pairs: auto (every pair for up to 16.8 million "
+        "generated x candidate pairs, an index above), exhaustive, or index (a FAISS "
+        "shortlist, each pair checked exactly)",
+        "choice",
+        NearCopySearch,
     ),
     Option(
         "allow_member_near_copies",

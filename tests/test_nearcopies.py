@@ -195,3 +195,23 @@ def test_the_standard_recipe_is_the_copies_scenarios():
     x = phantoms(4, 1)
     assert torch.equal(augmented_copies(x, 3), augmented_copies(x, 3, CANARY_LEVELS["standard"]))
     assert torch.equal(augmented_copies(x, 3, CANARY_LEVELS["exact"]), x)
+
+
+def test_the_bank_of_a_block_of_candidates_is_that_of_its_own_images():
+    """A block is a view into the candidates (an offset into their storage): its
+    transforms are those of the same images on their own."""
+    candidates = phantoms(10, 3)
+    assert torch.equal(transformed_crops(candidates[6:9]), transformed_crops(candidates[6:9] + 0))
+
+
+def test_a_coarser_range_of_shifts_is_a_subset_of_the_transforms():
+    images = phantoms(4, 2)
+    side = 2 * nearcopies.MAX_SHIFT + 1
+    coarse = range(-2, 3, 2)
+    picked = [
+        a * side * side + (dy + nearcopies.MAX_SHIFT) * side + dx + nearcopies.MAX_SHIFT
+        for a in range(len(nearcopies.ANGLES))
+        for dy in coarse
+        for dx in coarse
+    ]
+    assert torch.equal(transformed_crops(images, coarse), transformed_crops(images)[picked])

@@ -42,9 +42,9 @@ def test_it_counts_members_above_every_non_member():
 def test_with_patients_a_patient_is_one_unit():
     """Ten slices of one member patient above every non-member are one patient, not ten
     independent members: membership was drawn per patient."""
-    best = np.r_[np.full(10, 0.9), np.full(10, 0.2), np.linspace(0.3, 0.5, 10)]
-    labels = np.r_[np.ones(20, int), np.zeros(10, int)]
-    patients = np.r_[np.zeros(10, int), np.arange(1, 11), np.arange(11, 21)]
+    best = np.r_[np.full(10, 0.9), np.full(10, 0.2), np.linspace(0.3, 0.5, 20)]
+    labels = np.r_[np.ones(20, int), np.zeros(20, int)]
+    patients = np.r_[np.zeros(10, int), np.arange(1, 11), np.arange(11, 31)]
     per_image, per_patient = replica_test(best, labels), replica_test(best, labels, patients)
     assert per_image.above == 10 and per_image.significant
     assert (per_patient.above, per_patient.members, per_patient.unit) == (1, 11, "patient")

@@ -1,0 +1,251 @@
+"""Near-copies through an index: a shortlist of pairs, each checked exactly.
+
+The exhaustive scan (nearcopies.robust_scan) compares every generated image with every
+candidate under 147 shifts and turns: at 100,000 generated x 6,000 candidates, 9e10
+similarities of 3,136 numbers. Nearly all of those pairs are unrelated images, far
+under any threshold. The index finds the few pairs worth checking:
+
+1. An embedding of the detector's own features, small enough to search: their
+   projection on the 64 main directions of the candidates' features (a randomized
+   range finder, seeded: the same candidates give the same basis), L2-normalised.
+   Its invariance comes from the candidates' side: each candidate is indexed under
+   27 of the scan's moves (the three turns, shifts of -2, 0, 2 px in each direction),
+   so a generated copy finds the moved candidate it came from.
+2. Two FAISS searches (exact inner products, IndexFlatIP): every generated image's
+   GENERATED_NEIGHBOURS nearest candidate moves (a generated image's best match,
+   where near-copies are listed), and every candidate move's CANDIDATE_NEIGHBOURS
+   nearest generated images (a candidate's best matches, its near-copy score).
+3. Each shortlisted pair checked with the exhaustive scan's own similarity (all 147
+   moves, float32), so every number the detector reports is the scan's: a near-copy
+   is found when its pair is on the shortlist. benchmarks/nearcopy_index.py measures
+   how often that is (the shortlist's recall of the exhaustive scan's near-copies).
+
+The generated features (3,136 numbers each) are needed twice, for the search and the
+check: they are spilled to a temporary file as they stream, so memory holds the
+64-number embeddings and one block at a time, not 1.25 GB per 100,000 images.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .nearcopies import ANGLES, CANDIDATE_BLOCK, RobustScan, transformed_crops
+from .similarity import Rows, as_rows
+
+SEARCH_DIM = 64  # numbers per embedding: 64 kept every near-copy pair on brainmri64
+COARSE_SHIFTS = range(-2, 3, 2)  # the indexed moves: every turn with these shifts in y, x
+MOVES = len(ANGLES) * len(COARSE_SHIFTS) ** 2  # 27 of the scan's 147
+GENERATED_NEIGHBOURS = 24  # candidate moves searched per generated image
+CANDIDATE_NEIGHBOURS = 8  # generated images searched per candidate move
+BASIS_ROWS = 8192  # candidate moves the projection is fitted on, at most
+BASIS_SEED = 0
+# The scan searches an index above this many generated x candidate pairs, and compares
+# every pair below it (exact in every number, and as fast there).
+INDEX_ABOVE = 1 << 24
+
+
+class Projection:
+    """x -> normalise((x - mean) @ basis): the search embedding."""
+
+    def __init__(self, mean: torch.Tensor, basis: torch.Tensor):
+        self.mean, self.basis = mean, basis
+
+    @classmethod
+    def fit(cls, rows: torch.Tensor, dim: int = SEARCH_DIM, seed: int = BASIS_SEED) -> Projection:
+        """The `dim` main directions of `rows` (N, D): a randomized range finder with two
+        power iterations (Halko et al. 2011), seeded, in float64."""
+        x = rows.double()
+        mean = x.mean(dim=0)
+        x = x - mean
+        dim = min(dim, *x.shape)
+        width = min(dim + 16, *x.shape)  # oversampled: the range is found more surely
+        g = torch.Generator().manual_seed(seed)
+        y = x @ torch.randn(x.shape[1], width, generator=g, dtype=torch.float64)
+        for _ in range(2):
+            q, _ = torch.linalg.qr(y)
+            y = x @ (x.T @ q)
+        q, _ = torch.linalg.qr(y)
+        _, _, vh = torch.linalg.svd(q.T @ x, full_matrices=False)
+        return cls(mean.float(), vh[:dim].T.float().contiguous())
+
+    def __call__(self, features: torch.Tensor) -> np.ndarray:
+        embedded = F.normalize((features.float() - self.mean) @ self.basis, dim=1)
+        return np.ascontiguousarray(embedded.numpy(), dtype=np.float32)
+
+
+def candidate_moves(candidates: torch.Tensor, block: int = 256):
+    """(MOVES x len, D) features of the candidates' indexed moves, candidate-major, a
+    block of candidates at a time."""
+    for c0 in range(0, len(candidates), block):
+        moves = transformed_crops(candidates[c0 : c0 + block], COARSE_SHIFTS)  # (27, b, D)
+        yield moves.transpose(0, 1).reshape(-1, moves.shape[2])
+
+
+def fit_projection(candidates: torch.Tensor) -> Projection:
+    """The projection, fitted on the moves of candidates spread evenly over all."""
+    step = max(1, math.ceil(len(candidates) * MOVES / BASIS_ROWS))
+    return Projection.fit(torch.cat(list(candidate_moves(candidates[::step]))))
+
+
+class Spill:
+    """Rows appended to a temporary file and gathered back by index."""
+
+    def __init__(self, folder: Path, rows: int, dim: int):
+        self.path = folder / "generated-features.npy"
+        self.array = np.lib.format.open_memmap(
+            self.path, mode="w+", dtype=np.float32, shape=(max(1, rows), dim)
+        )
+        self.count = 0
+
+    def append(self, block: torch.Tensor) -> None:
+        self.array[self.count : self.count + len(block)] = block.float().numpy()
+        self.count += len(block)
+
+    def gather(self, indices: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.array[indices])
+
+
+FLAT_ROWS = 32768  # an index of more rows is searched by cells (IVF), fewer exhaustively
+CELLS_PER_ROOT = 4  # cells: 4 sqrt(rows) (about 250 rows each at 100,000 rows)
+PROBES = 16  # cells searched per query
+KMEANS_ROUNDS = 8
+
+
+def _cells(rows: torch.Tensor, count: int, seed: int = BASIS_SEED) -> torch.Tensor:
+    """`count` unit centroids of unit rows by spherical k-means, seeded and in torch, so
+    the same rows give the same cells (FAISS's k-means may order its sums by thread)."""
+    g = torch.Generator().manual_seed(seed)
+    sample = rows[:: max(1, len(rows) // (32 * count))]
+    centroids = sample[torch.randperm(len(sample), generator=g)[:count]].clone()
+    for _ in range(KMEANS_ROUNDS):
+        nearest = torch.cat([(part @ centroids.T).argmax(dim=1) for part in sample.split(8192)])
+        sums = torch.zeros_like(centroids).index_add_(0, nearest, sample)
+        filled = torch.bincount(nearest, minlength=count)[:, None] > 0
+        centroids = torch.where(filled, F.normalize(sums, dim=1), centroids)
+    return centroids
+
+
+def _search(index_rows: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Positions of each query's k nearest index rows by inner product (FAISS): every
+    row compared for a small index; for a large one, the rows of the PROBES cells
+    nearest the query (an inverted file, IndexIVFFlat), which is where a near-copy's
+    rows are. -1 where fewer than k rows were found."""
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
+    dim = index_rows.shape[1]
+    quantizer = faiss.IndexFlatIP(dim)
+    if len(index_rows) <= FLAT_ROWS:
+        index = quantizer
+    else:
+        count = round(CELLS_PER_ROOT * math.sqrt(len(index_rows)))
+        quantizer.add(_cells(torch.from_numpy(index_rows), count).numpy())
+        index = faiss.IndexIVFFlat(quantizer, dim, count, faiss.METRIC_INNER_PRODUCT)
+        index.is_trained = True  # the cells are given
+        index.nprobe = PROBES
+    index.add(index_rows)
+    _, found = index.search(queries, min(k, len(index_rows)))
+    return found
+
+
+def shortlist_pairs(
+    generated_embedded: np.ndarray, candidate_embedded: np.ndarray, per: int
+) -> np.ndarray:
+    """The (candidate, generated) pairs worth checking, sorted, without repeats:
+    each generated image's nearest candidate moves and each move's nearest generated
+    images. `candidate_embedded` holds `per` moves of each candidate, candidate-major."""
+    g, n = len(generated_embedded), len(candidate_embedded) // per
+    moves = _search(candidate_embedded, generated_embedded, GENERATED_NEIGHBOURS)
+    from_generated = (moves // per) * g + np.arange(g)[:, None]
+    images = _search(generated_embedded, candidate_embedded, CANDIDATE_NEIGHBOURS)
+    from_candidates = np.repeat(np.arange(n), per)[:, None] * g + images
+    keys = np.concatenate([from_generated[moves >= 0], from_candidates[images >= 0]])
+    return np.unique(keys)  # candidate * G + generated: sorted by candidate, then image
+
+
+@torch.inference_mode()
+def indexed_scan(
+    generated: torch.Tensor | Rows,
+    candidates: torch.Tensor,
+    k: int = 3,
+    block: int = 8192,
+    progress: Callable[[int, int], None] | None = None,
+) -> RobustScan:
+    """robust_scan's result (nearcopies.RobustScan) from the shortlisted pairs only: each
+    candidate's k best matches and each generated image's best match among the pairs
+    checked (every other pair counts as unrelated: -inf, index 0 where none was)."""
+    generated = as_rows(generated)
+    projection = fit_projection(candidates)
+    candidate_embedded = np.concatenate([projection(m) for m in candidate_moves(candidates)])
+    total = len(generated)
+    with tempfile.TemporaryDirectory(prefix="gan-privacy-scan-") as folder:
+        spill, embedded = None, []
+        if progress is not None:
+            progress(0, total)
+        for rows in generated.blocks(block):
+            if spill is None:
+                spill = Spill(Path(folder), total, rows.shape[1])
+            spill.append(rows)
+            embedded.append(projection(rows))
+            if progress is not None:
+                progress(spill.count, total)
+        count = 0 if spill is None else spill.count
+        if count == 0:
+            empty = torch.zeros(0)
+            return RobustScan(
+                torch.zeros(len(candidates), 0),
+                torch.zeros(len(candidates), 0).long(),
+                empty,
+                empty.long(),
+            )
+        pairs = shortlist_pairs(np.concatenate(embedded), candidate_embedded, MOVES)
+        return _check_pairs(pairs, spill, candidates, count, min(k, count))
+
+
+def _check_pairs(
+    pairs: np.ndarray, spill: Spill, candidates: torch.Tensor, count: int, k: int
+) -> RobustScan:
+    """Each shortlisted pair's similarity, as the exhaustive scan computes it, and the
+    scan's results from them."""
+    n = len(candidates)
+    owner, image = pairs // count, pairs % count
+    sims = np.empty(len(pairs), np.float32)
+    bounds = np.searchsorted(owner, np.arange(n + 1))
+    for c0 in range(0, n, CANDIDATE_BLOCK):
+        bank = transformed_crops(candidates[c0 : c0 + CANDIDATE_BLOCK])  # (147, b, D)
+        for j in range(bank.shape[1]):
+            lo, hi = bounds[c0 + j], bounds[c0 + j + 1]
+            if lo < hi:
+                rows = spill.gather(image[lo:hi])
+                sims[lo:hi] = (rows @ bank[:, j].T).amax(dim=1).numpy()
+    return _results(owner, image, sims, n, count, k)
+
+
+def _results(owner, image, sims, n, count, k) -> RobustScan:
+    """Top-k per candidate (ties: the first generated image) and the best candidate per
+    generated image (ties: the first candidate), from the checked pairs."""
+    top = torch.full((n, k), -math.inf)
+    top_index = torch.zeros((n, k), dtype=torch.long)
+    # candidate-major, then most similar first, then generated order
+    order = np.lexsort((image, -sims, owner))
+    owner_s, image_s, sims_s = owner[order], image[order], sims[order]
+    starts = np.searchsorted(owner_s, np.arange(n))
+    rank = np.arange(len(order)) - starts[owner_s]
+    keep = rank < k
+    top[owner_s[keep], rank[keep]] = torch.from_numpy(sims_s[keep])
+    top_index[owner_s[keep], rank[keep]] = torch.from_numpy(image_s[keep])
+    best = torch.full((count,), -math.inf)
+    match = torch.zeros(count, dtype=torch.long)
+    order = np.lexsort((owner, -sims, image))  # per image: most similar, then first candidate
+    first = np.r_[True, image[order][1:] != image[order][:-1]]
+    chosen = order[first]
+    best[image[chosen]] = torch.from_numpy(sims[chosen])
+    match[image[chosen]] = torch.from_numpy(owner[chosen])
+    return RobustScan(top, top_index, best, match)
