@@ -501,11 +501,17 @@ def near_copy_threshold(
     seed: int,
     device: torch.device | str = "cpu",
     groups: Sequence[object] | None = None,
+    reference: Callable[..., tuple[float, tuple[int, int] | None]] | None = None,
 ) -> NearCopyThreshold:
-    """The labels-blind near-copy threshold of these candidates (see the module's doc)."""
-    reference, pair = real_pair_reference(candidates, device, groups)
+    """The labels-blind near-copy threshold of these candidates (see the module's doc).
+    `reference(candidates, groups)`: how the real-pair reference is found (default:
+    real_pair_reference, every pair; shortlist.indexed_reference through the index)."""
+    if reference is None:
+        reference_value, pair = real_pair_reference(candidates, device, groups)
+    else:
+        reference_value, pair = reference(candidates, groups)
     level = copy_level(candidates, seed, device)
-    return NearCopyThreshold(max(reference, level), reference, level, pair)
+    return NearCopyThreshold(max(reference_value, level), reference_value, level, pair)
 
 
 @dataclass

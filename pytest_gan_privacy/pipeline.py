@@ -43,7 +43,8 @@ from .replicas import replica_test
 from .result import AttackResult, AuditResult, Candidates, PatientLevel
 from .runtime import Progress, Stopwatch, cpu_threads, no_progress, resolve_device
 from .scoring import Scores, score_release
-from .settings import AuditSettings, check_input_paths
+from .settings import AuditSettings, NearCopySearch, check_input_paths
+from .shortlist import chosen_search, indexed_reference
 
 
 def run_audit(settings: AuditSettings, progress: Progress | None = None) -> AuditResult | None:
@@ -175,12 +176,16 @@ def _threshold(
     # the copy level's copies use other seeds than the power check's canaries
     level_seed = settings.seed + len(CANARY_LEVELS)
     orientation = candidates.members.orientation
-    key = detector_key(device, [candidates.hashes], orientation, level_seed, keys)
+    # the real-pair reference compares candidates x candidates: through the index too
+    # when that is as many pairs as the scan would search one for
+    search = chosen_search(settings.near_copy_search, len(pixels), len(pixels))
+    reference = indexed_reference if search is NearCopySearch.INDEX else None
+    key = detector_key(device, [candidates.hashes], orientation, level_seed, keys, str(search))
     return cached(
         cache,
         "near-copy-thresholds",
         key,
-        lambda: near_copy_threshold(pixels, level_seed, device, keys),
+        lambda: near_copy_threshold(pixels, level_seed, device, keys, reference),
         NearCopyThreshold.from_tensors,
     )
 

@@ -25,7 +25,7 @@ from .loading import Release
 from .nearcopies import NearCopyEncoder, RobustScan, detector_key, robust_scan
 from .runtime import Stopwatch, cpu_budget
 from .settings import AuditSettings, NearCopySearch
-from .shortlist import INDEX_ABOVE, indexed_scan
+from .shortlist import chosen_search, indexed_scan
 from .similarity import TensorRows
 
 
@@ -131,16 +131,6 @@ def scan_near_copies(
 
     result = cached(encoding.cache, "near-copy-scans", key, scan, lambda t: RobustScan(**t))
     return result, streamed[0]
-
-
-def chosen_search(asked: NearCopySearch, generated: int, candidates: int) -> NearCopySearch:
-    """`auto`: every pair up to shortlist.INDEX_ABOVE pairs (exact in every number, and
-    as fast there), an index above."""
-    if asked is not NearCopySearch.AUTO:
-        return asked
-    if generated * candidates > INDEX_ABOVE:
-        return NearCopySearch.INDEX
-    return NearCopySearch.EXHAUSTIVE
 
 
 def seconds_of(rows: FeatureStream | TensorRows) -> float:

@@ -29,14 +29,23 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .nearcopies import ANGLES, CANDIDATE_BLOCK, RobustScan, transformed_crops
+from .nearcopies import (
+    ANGLES,
+    CANDIDATE_BLOCK,
+    TWIN_RANK,
+    RobustScan,
+    generated_side,
+    transformed_crops,
+)
+from .settings import NearCopySearch
 from .similarity import Rows, as_rows
 
 SEARCH_DIM = 64  # numbers per embedding: 64 kept every near-copy pair on brainmri64
@@ -49,6 +58,15 @@ BASIS_SEED = 0
 # The scan searches an index above this many generated x candidate pairs, and compares
 # every pair below it (exact in every number, and as fast there).
 INDEX_ABOVE = 1 << 24
+
+
+def chosen_search(asked: NearCopySearch, generated: int, candidates: int) -> NearCopySearch:
+    """`auto`: every pair up to INDEX_ABOVE pairs, the index above."""
+    if asked is not NearCopySearch.AUTO:
+        return asked
+    if generated * candidates > INDEX_ABOVE:
+        return NearCopySearch.INDEX
+    return NearCopySearch.EXHAUSTIVE
 
 
 class Projection:
@@ -170,17 +188,25 @@ def shortlist_pairs(
     return np.unique(keys)  # candidate * G + generated: sorted by candidate, then image
 
 
+@dataclass
+class Checked:
+    """The shortlisted pairs, each checked exactly: pair p is generated row image[p]
+    against candidate owner[p], similarity sims[p]; `count` generated rows were read."""
+
+    owner: np.ndarray
+    image: np.ndarray
+    sims: np.ndarray
+    count: int
+
+
 @torch.inference_mode()
-def indexed_scan(
+def shortlisted(
     generated: torch.Tensor | Rows,
     candidates: torch.Tensor,
-    k: int = 3,
     block: int = 8192,
     progress: Callable[[int, int], None] | None = None,
-) -> RobustScan:
-    """robust_scan's result (nearcopies.RobustScan) from the shortlisted pairs only: each
-    candidate's k best matches and each generated image's best match among the pairs
-    checked (every other pair counts as unrelated: -inf, index 0 where none was)."""
+) -> Checked:
+    """The pairs worth checking, found through the index, checked exactly."""
     generated = as_rows(generated)
     projection = fit_projection(candidates)
     candidate_embedded = np.concatenate([projection(m) for m in candidate_moves(candidates)])
@@ -196,56 +222,84 @@ def indexed_scan(
             embedded.append(projection(rows))
             if progress is not None:
                 progress(spill.count, total)
-        count = 0 if spill is None else spill.count
-        if count == 0:
-            empty = torch.zeros(0)
-            return RobustScan(
-                torch.zeros(len(candidates), 0),
-                torch.zeros(len(candidates), 0).long(),
-                empty,
-                empty.long(),
-            )
+        if spill is None or spill.count == 0:
+            nothing = np.zeros(0, np.int64)
+            return Checked(nothing, nothing, np.zeros(0, np.float32), 0)
         pairs = shortlist_pairs(np.concatenate(embedded), candidate_embedded, MOVES)
-        return _check_pairs(pairs, spill, candidates, count, min(k, count))
+        owner, image = pairs // spill.count, pairs % spill.count
+        return Checked(owner, image, _check(owner, image, spill, candidates), spill.count)
 
 
-def _check_pairs(
-    pairs: np.ndarray, spill: Spill, candidates: torch.Tensor, count: int, k: int
-) -> RobustScan:
-    """Each shortlisted pair's similarity, as the exhaustive scan computes it, and the
-    scan's results from them."""
-    n = len(candidates)
-    owner, image = pairs // count, pairs % count
-    sims = np.empty(len(pairs), np.float32)
-    bounds = np.searchsorted(owner, np.arange(n + 1))
-    for c0 in range(0, n, CANDIDATE_BLOCK):
+def _check(owner: np.ndarray, image: np.ndarray, spill: Spill, candidates) -> np.ndarray:
+    """Each pair's similarity as the exhaustive scan computes it: the generated row
+    against every one of the candidate's 147 moves, the best (float32)."""
+    sims = np.empty(len(owner), np.float32)
+    bounds = np.searchsorted(owner, np.arange(len(candidates) + 1))
+    for c0 in range(0, len(candidates), CANDIDATE_BLOCK):
         bank = transformed_crops(candidates[c0 : c0 + CANDIDATE_BLOCK])  # (147, b, D)
         for j in range(bank.shape[1]):
             lo, hi = bounds[c0 + j], bounds[c0 + j + 1]
             if lo < hi:
                 rows = spill.gather(image[lo:hi])
                 sims[lo:hi] = (rows @ bank[:, j].T).amax(dim=1).numpy()
-    return _results(owner, image, sims, n, count, k)
+    return sims
 
 
-def _results(owner, image, sims, n, count, k) -> RobustScan:
-    """Top-k per candidate (ties: the first generated image) and the best candidate per
-    generated image (ties: the first candidate), from the checked pairs."""
+def indexed_scan(
+    generated: torch.Tensor | Rows,
+    candidates: torch.Tensor,
+    k: int = 3,
+    block: int = 8192,
+    progress: Callable[[int, int], None] | None = None,
+) -> RobustScan:
+    """robust_scan's result (nearcopies.RobustScan) from the shortlisted pairs only: each
+    candidate's k best matches (ties: the first generated image) and each generated
+    image's best match (ties: the first candidate) among the pairs checked; every other
+    pair counts as unrelated (-inf, index 0 where a candidate has fewer than k)."""
+    checked = shortlisted(generated, candidates, block, progress)
+    owner, image, sims, count = checked.owner, checked.image, checked.sims, checked.count
+    n, k = len(candidates), min(k, count)
     top = torch.full((n, k), -math.inf)
     top_index = torch.zeros((n, k), dtype=torch.long)
-    # candidate-major, then most similar first, then generated order
-    order = np.lexsort((image, -sims, owner))
-    owner_s, image_s, sims_s = owner[order], image[order], sims[order]
-    starts = np.searchsorted(owner_s, np.arange(n))
-    rank = np.arange(len(order)) - starts[owner_s]
+    rows, rank, order = _ranked(owner, image, sims, n)
     keep = rank < k
-    top[owner_s[keep], rank[keep]] = torch.from_numpy(sims_s[keep])
-    top_index[owner_s[keep], rank[keep]] = torch.from_numpy(image_s[keep])
+    top[rows[keep], rank[keep]] = torch.from_numpy(sims[order][keep])
+    top_index[rows[keep], rank[keep]] = torch.from_numpy(image[order][keep])
     best = torch.full((count,), -math.inf)
     match = torch.zeros(count, dtype=torch.long)
-    order = np.lexsort((owner, -sims, image))  # per image: most similar, then first candidate
-    first = np.r_[True, image[order][1:] != image[order][:-1]]
-    chosen = order[first]
-    best[image[chosen]] = torch.from_numpy(sims[chosen])
-    match[image[chosen]] = torch.from_numpy(owner[chosen])
+    rows, rank, order = _ranked(image, owner, sims, count)
+    first = order[rank == 0]
+    best[image[first]] = torch.from_numpy(sims[first])
+    match[image[first]] = torch.from_numpy(owner[first])
     return RobustScan(top, top_index, best, match)
+
+
+def _ranked(by: np.ndarray, then: np.ndarray, sims: np.ndarray, n: int):
+    """Pairs grouped by `by` (0 .. n-1), most similar first, ties by `then`: each pair's
+    group, its rank in the group, and the order that sorts them so."""
+    order = np.lexsort((then, -sims, by))
+    groups = by[order]
+    rank = np.arange(len(order)) - np.searchsorted(groups, np.arange(n))[groups]
+    return groups, rank, order
+
+
+def indexed_reference(
+    candidates: torch.Tensor, groups: Sequence[object] | None = None, rank: int = TWIN_RANK
+) -> tuple[float, tuple[int, int] | None]:
+    """nearcopies.real_pair_reference through the index: each candidate's `rank`-th best
+    match among the other candidates (of other patients, with `groups`) that its
+    shortlist holds, the largest of them and which two candidates they are."""
+    checked = shortlisted(generated_side(candidates), candidates)
+    owner, image, sims = checked.owner, checked.image, checked.sims
+    apart = owner != image
+    if groups is not None and any(g is not None for g in groups):
+        codes = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        group_of = np.array([codes[g] for g in groups])
+        apart &= group_of[owner] != group_of[image]
+    owner, image, sims = owner[apart], image[apart], sims[apart]
+    rows, ranks, order = _ranked(image, owner, sims, len(candidates))
+    kth = order[ranks == rank - 1]
+    if len(kth) == 0:
+        return -math.inf, None
+    best = kth[np.lexsort((image[kth], -sims[kth]))[0]]  # the first of equals
+    return float(sims[best]), (int(image[best]), int(owner[best]))

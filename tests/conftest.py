@@ -69,3 +69,15 @@ def _private_cache_folder(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GAN_PRIVACY_CACHE_DIR", str(folder))
         yield folder
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_report_in_the_working_directory():
+    """A test that forgets --report writes the default report where pytest runs (one was
+    committed that way): every test writes under its tmp_path."""
+    from pytest_gan_privacy.settings import DEFAULT_REPORT
+
+    stray = Path.cwd() / DEFAULT_REPORT
+    existed = stray.exists()
+    yield
+    assert existed or not stray.exists(), f"a test wrote {stray}: give it --report under tmp_path"

@@ -63,6 +63,15 @@ def settings_for(release: Path, **kwargs) -> AuditSettings:
     )
 
 
+def without_clock(data: dict, *also: str) -> dict:
+    """An audit's JSON without what changes from run to run: dates, seconds, settings."""
+    for volatile in ("created", "seconds", "timings", "settings", "cache", *also):
+        data.pop(volatile)
+    for attack in data["attacks"].values():
+        attack.pop("seconds")
+    return data
+
+
 def requires_shared_data(scenario: str) -> Path:
     path = SHARED_DATA / scenario
     if not path.is_dir():

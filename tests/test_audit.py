@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from helpers import settings_for
+from helpers import settings_for, without_clock
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -65,10 +65,8 @@ def test_json_result_has_the_documented_fields(leaky_release, tmp_path: Path):
 
 
 def _numbers(result) -> dict:
-    data = result_json(result)
     # what was left out is named by file, not a number
-    for volatile in ("created", "seconds", "timings", "settings", "inputs", "cache", "left_out"):
-        data.pop(volatile)
+    data = without_clock(result_json(result), "inputs", "left_out")
     sha = {row["id"]: row["sha256"] for row in data["candidates"]}
     for block, key in (("near_copies", "copied"), ("exposure", "exposed")):
         data[block][key] = sorted(sha[i] for i in data[block][key])  # by content, not name

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import audit_args
+from helpers import audit_args, without_clock
 from PIL import Image
 
 from pytest_gan_privacy.cache import ENV_VAR, TensorCache, cache_key, default_cache_dir, open_cache
@@ -154,10 +154,7 @@ def test_an_encoder_without_an_identity_is_never_cached(clean_release, tmp_path)
 
 
 def _numbers(path: Path) -> dict:
-    data = json.loads(path.read_text())
-    for volatile in ("created", "seconds", "timings", "settings", "cache"):
-        data.pop(volatile)
-    return data
+    return without_clock(json.loads(path.read_text()))
 
 
 def test_two_audits_share_a_cache_folder_at_once(leaky_release, tmp_path: Path):

@@ -271,9 +271,11 @@ def test_no_header_value_or_group_name_reaches_any_output(base, tmp_path, pytest
         assert "Traceback" not in err, err[-2000:]
         return status
 
-    assert run(dicom, "dicom") == 0
-    assert run(nifti, "nifti") == 0
-    assert run(png, "groups", "--groups", str(groups)) == 0
+    # a verdict either way writes every output; a clean release of 5 patients a side can
+    # cross the limit by chance (its F1's interval spans it)
+    assert run(dicom, "dicom") in (0, 1)
+    assert run(nifti, "nifti") in (0, 1)
+    assert run(png, "groups", "--groups", str(groups)) in (0, 1)
     # error paths: a patient in both folders (DICOM, groups), a groups file's bad lines
     both = tmp_path / "both"
     shutil.copytree(dicom, both)

@@ -89,7 +89,8 @@ def test_re_rendered_replicas_are_named_and_clean_releases_name_none(tmp_path, c
     found = {}
     for name, release in releases.items():
         out = tmp_path / f"{name}.json"
-        assert main(["audit", *audit_args(release), "--json", str(out), "--quiet"]) in (0, 1)
+        args = ["--json", str(out), "--report", str(out.with_suffix(".html")), "--quiet"]
+        assert main(["audit", *audit_args(release), *args]) in (0, 1)
         found[name] = json.loads(out.read_text())["near_copies"]
     capsys.readouterr()
     named, clean = found["replicas"], found["clean"]

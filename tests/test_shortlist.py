@@ -12,10 +12,11 @@ from pytest_gan_privacy.nearcopies import (
     CANARY_LEVELS,
     augmented_copies,
     generated_side,
+    real_pair_reference,
     robust_scan,
     transformed_crops,
 )
-from pytest_gan_privacy.shortlist import Projection, indexed_scan
+from pytest_gan_privacy.shortlist import Projection, indexed_reference, indexed_scan
 
 
 def _release():
@@ -98,6 +99,7 @@ def test_an_audit_through_the_index_lists_the_exhaustive_scans_near_copies(
     for search in ("index", "auto"):
         out = tmp_path / f"{search}.json"
         args = ["audit", *audit_args(leaky_release), "--json", str(out), "--quiet"]
+        args += ["--report", str(out.with_suffix(".html"))]
         main([*args, "--near-copy-search", search, "--features", "pixels"])
         outputs[search] = json.loads(out.read_text())["near_copies"]
     capsys.readouterr()
@@ -107,3 +109,18 @@ def test_an_audit_through_the_index_lists_the_exhaustive_scans_near_copies(
     assert indexed["copied"] == exhaustive["copied"]
     pair = [(p["generated"], p["candidate"]) for p in indexed["pairs"]]
     assert pair == [(p["generated"], p["candidate"]) for p in exhaustive["pairs"]]
+
+
+def test_the_reference_through_the_index_is_the_exhaustive_one(search):
+    """Near-twins among the candidates set the real-pair reference: the index finds the
+    same pair, with and without patients."""
+    candidates = phantoms(50, 4)
+    twins = augmented_copies(candidates[:6], seed=6, recipe=CANARY_LEVELS["hard"])
+    thirds = augmented_copies(candidates[:6], seed=7, recipe=CANARY_LEVELS["hard"])
+    candidates = torch.cat([candidates, twins, thirds])
+    groups = [f"p{i % 50}" for i in range(len(candidates))]  # a twin is its original's patient
+    for patients in (None, groups):
+        exhaustive = real_pair_reference(candidates, groups=patients, screen=False)
+        indexed = indexed_reference(candidates, patients)
+        assert indexed[1] == exhaustive[1]
+        assert indexed[0] == pytest.approx(exhaustive[0], abs=1e-6)
