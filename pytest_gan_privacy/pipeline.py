@@ -44,7 +44,7 @@ from .result import AttackResult, AuditResult, Candidates, PatientLevel
 from .runtime import Progress, Stopwatch, cpu_threads, no_progress, resolve_device
 from .scoring import Scores, score_release
 from .settings import AuditSettings, NearCopySearch, check_input_paths
-from .shortlist import chosen_search, indexed_reference
+from .shortlist import chosen_search, indexed_reference, search_identity
 
 
 def run_audit(settings: AuditSettings, progress: Progress | None = None) -> AuditResult | None:
@@ -180,7 +180,9 @@ def _threshold(
     # when that is as many pairs as the scan would search one for
     search = chosen_search(settings.near_copy_search, len(pixels), len(pixels))
     reference = indexed_reference if search is NearCopySearch.INDEX else None
-    key = detector_key(device, [candidates.hashes], orientation, level_seed, keys, str(search))
+    key = detector_key(
+        device, [candidates.hashes], orientation, level_seed, keys, search_identity(search)
+    )
     return cached(
         cache,
         "near-copy-thresholds",

@@ -25,7 +25,7 @@ from .loading import Release
 from .nearcopies import NearCopyEncoder, RobustScan, detector_key, robust_scan
 from .runtime import Stopwatch, cpu_budget
 from .settings import AuditSettings, NearCopySearch
-from .shortlist import chosen_search, indexed_scan
+from .shortlist import chosen_search, indexed_scan, search_identity
 from .similarity import TensorRows
 
 
@@ -112,7 +112,7 @@ def scan_near_copies(
     pools, device = release.pools, encoding.device
     search = chosen_search(settings.near_copy_search, len(release.generated), len(release.pixels))
     hashes = [release.generated.hashes, *(p.hashes for p in pools)]
-    key = detector_key(device, hashes, pools[0].orientation, str(search))
+    key = detector_key(device, hashes, pools[0].orientation, search_identity(search))
     clock.lap("encode near-copy")
     streamed = [0.0]
 

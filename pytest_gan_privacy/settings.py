@@ -380,7 +380,7 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         minimum=1,
         maximum=10_000,
-        shown_default="the preset's (20 on a CPU, 100 on a GPU)",
+        shown_default="the preset's (8 on a CPU, 100 on a GPU)",
     ),
     Option(
         "mae_max_images",

@@ -51,7 +51,9 @@ from .similarity import Rows, as_rows
 SEARCH_DIM = 64  # numbers per embedding: 64 kept every near-copy pair on brainmri64
 COARSE_SHIFTS = range(-2, 3, 2)  # the indexed moves: every turn with these shifts in y, x
 MOVES = len(ANGLES) * len(COARSE_SHIFTS) ** 2  # 27 of the scan's 147
-GENERATED_NEIGHBOURS = 24  # candidate moves searched per generated image
+# candidate moves searched per generated image: 24 missed one planted canary of 135 on
+# dcgan-1000 (benchmarks/nearcopy_index.py recall), 48 none
+GENERATED_NEIGHBOURS = 48
 CANDIDATE_NEIGHBOURS = 8  # generated images searched per candidate move
 BASIS_ROWS = 8192  # candidate moves the projection is fitted on, at most
 BASIS_SEED = 0
@@ -67,6 +69,15 @@ def chosen_search(asked: NearCopySearch, generated: int, candidates: int) -> Nea
     if generated * candidates > INDEX_ABOVE:
         return NearCopySearch.INDEX
     return NearCopySearch.EXHAUSTIVE
+
+
+def search_identity(search: NearCopySearch) -> str:
+    """What a cached scan or threshold depends on in the search: the index's settings."""
+    if search is not NearCopySearch.INDEX:
+        return str(search)
+    settings = (SEARCH_DIM, list(COARSE_SHIFTS), GENERATED_NEIGHBOURS, CANDIDATE_NEIGHBOURS)
+    cells = (BASIS_ROWS, BASIS_SEED, FLAT_ROWS, CELLS_PER_ROOT, PROBES, KMEANS_ROUNDS)
+    return f"{search} {settings} {cells}"
 
 
 class Projection:
