@@ -103,7 +103,7 @@ def recall(args) -> None:
             "| scenario | near-copies (exhaustive) | found by the index | recall | copied "
             "candidates: exhaustive / also by the index (+ more) | same best match | "
             "near-copy AUC exhaustive / index | threshold (set by) | scan s index / "
-            "exhaustive |\n|---|---|---|---|---|---|---|---|---|",
+            "exhaustive (0: cached) |\n|---|---|---|---|---|---|---|---|---|",
             flush=True,
         )
         worst = 1.0

@@ -41,7 +41,14 @@ from .nearcopies import (
 from .patients import Patients, candidate_patients, group_keys
 from .replicas import replica_test
 from .result import AttackResult, AuditResult, Candidates, PatientLevel
-from .runtime import Progress, Stopwatch, cpu_threads, no_progress, resolve_device
+from .runtime import (
+    Progress,
+    Stopwatch,
+    cpu_threads,
+    no_progress,
+    resolve_device,
+    return_freed_memory,
+)
 from .scoring import Scores, score_release
 from .settings import AuditSettings, NearCopySearch, check_input_paths
 from .shortlist import chosen_search, indexed_reference, search_identity
@@ -161,6 +168,7 @@ def threshold_and_power(
         settings.seed,
         None if keys is None else keys[: len(candidates.members)],
     )
+    return_freed_memory()  # the threshold's blocks, before the power check's
     power = power_check(pixels, canaries, threshold, settings.seed, device)
     return near_copies, power
 

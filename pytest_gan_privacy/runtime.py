@@ -97,6 +97,20 @@ def cpu_threads(n: int | None = None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def return_freed_memory() -> None:
+    """Give the memory freed so far back to the system (glibc's malloc_trim; elsewhere
+    nothing). Blocks of a few MB, allocated and freed by the thousand, stay in the heap
+    otherwise: measured, 1 GB more resident memory at ImageCLEF size."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # another C library (musl): nothing to trim
+        pass
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a usage error."""
     import torch

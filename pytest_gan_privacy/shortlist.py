@@ -45,6 +45,7 @@ from .nearcopies import (
     generated_side,
     transformed_crops,
 )
+from .runtime import return_freed_memory
 from .settings import NearCopySearch
 from .similarity import Rows, as_rows
 
@@ -83,16 +84,13 @@ def search_identity(search: NearCopySearch) -> str:
 class Projection:
     """x -> normalise((x - mean) @ basis): the search embedding."""
 
-    def __init__(self, mean: torch.Tensor, basis: torch.Tensor):
-        self.mean, self.basis = mean, basis
-
     @classmethod
     def fit(cls, rows: torch.Tensor, dim: int = SEARCH_DIM, seed: int = BASIS_SEED) -> Projection:
-        """The `dim` main directions of `rows` (N, D): a randomized range finder with two
-        power iterations (Halko et al. 2011), seeded, in float64."""
+        """The `dim` main directions of `rows` (N, D), float64, centred in place: a
+        randomized range finder with two power iterations (Halko et al. 2011), seeded."""
         x = rows.double()
         mean = x.mean(dim=0)
-        x = x - mean
+        x -= mean
         dim = min(dim, *x.shape)
         width = min(dim + 16, *x.shape)  # oversampled: the range is found more surely
         g = torch.Generator().manual_seed(seed)
@@ -102,16 +100,23 @@ class Projection:
             y = x @ (x.T @ q)
         q, _ = torch.linalg.qr(y)
         _, _, vh = torch.linalg.svd(q.T @ x, full_matrices=False)
-        return cls(mean.float(), vh[:dim].T.float().contiguous())
+        basis = vh[:dim].T.float().contiguous()
+        return cls(basis, (mean.float() @ basis)[None])
+
+    def __init__(self, basis: torch.Tensor, shift: torch.Tensor):
+        self.basis, self.shift = basis, shift
 
     def __call__(self, features: torch.Tensor) -> np.ndarray:
-        embedded = F.normalize((features.float() - self.mean) @ self.basis, dim=1)
+        # (x - mean) @ basis without a centred copy of x (100 MB per block of 8,192)
+        embedded = F.normalize(features.float() @ self.basis - self.shift, dim=1)
         return np.ascontiguousarray(embedded.numpy(), dtype=np.float32)
 
 
 def candidate_moves(candidates: torch.Tensor, block: int = 256):
     """(MOVES x len, D) features of the candidates' indexed moves, candidate-major, a
-    block of candidates at a time."""
+    block of candidates at a time: 87 MB at 64 px, over glibc's largest heap block, so
+    that each is mapped and unmapped whole (smaller ones stayed in the heap, 1 GB of
+    them at ImageCLEF size)."""
     for c0 in range(0, len(candidates), block):
         moves = transformed_crops(candidates[c0 : c0 + block], COARSE_SHIFTS)  # (27, b, D)
         yield moves.transpose(0, 1).reshape(-1, moves.shape[2])
@@ -119,8 +124,14 @@ def candidate_moves(candidates: torch.Tensor, block: int = 256):
 
 def fit_projection(candidates: torch.Tensor) -> Projection:
     """The projection, fitted on the moves of candidates spread evenly over all."""
-    step = max(1, math.ceil(len(candidates) * MOVES / BASIS_ROWS))
-    return Projection.fit(torch.cat(list(candidate_moves(candidates[::step]))))
+    chosen = candidates[:: max(1, math.ceil(len(candidates) * MOVES / BASIS_ROWS))]
+    rows, at = None, 0
+    for block in candidate_moves(chosen):  # filled in place: one float64 copy, not three
+        if rows is None:
+            rows = torch.empty(len(chosen) * MOVES, block.shape[1], dtype=torch.float64)
+        rows[at : at + len(block)] = block
+        at += len(block)
+    return Projection.fit(rows)
 
 
 class Spill:
@@ -218,6 +229,7 @@ def shortlisted(
     progress: Callable[[int, int], None] | None = None,
 ) -> Checked:
     """The pairs worth checking, found through the index, checked exactly."""
+    return_freed_memory()  # what the stages before freed: this one's blocks reuse it
     generated = as_rows(generated)
     projection = fit_projection(candidates)
     candidate_embedded = np.concatenate([projection(m) for m in candidate_moves(candidates)])
@@ -253,6 +265,7 @@ def _check(owner: np.ndarray, image: np.ndarray, spill: Spill, candidates) -> np
             if lo < hi:
                 rows = spill.gather(image[lo:hi])
                 sims[lo:hi] = (rows @ bank[:, j].T).amax(dim=1).numpy()
+        return_freed_memory()  # the gathers' few MB each, freed
     return sims
 
 
