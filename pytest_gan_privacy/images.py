@@ -53,7 +53,7 @@ from .medical import (
 )
 from .nifti import NIFTI_SUFFIXES
 from .orientation import orient
-from .runtime import cpu_budget
+from .runtime import cpu_budget, return_freed_memory
 from .settings import MAX_PIXELS
 from .windowing import Window
 
@@ -622,6 +622,11 @@ def iter_batches(
     """
     workers = default_workers() if workers is None else workers
     positions = list(range(len(images))) if only is None else only
+    if workers and positions:
+        # a worker is a fork of this process: its resident pages, the heap's freed but
+        # kept blocks too, are the worker's from its start (measured: the largest
+        # process of an ImageCLEF-size audit was a decoding worker)
+        return_freed_memory()
     loader = DataLoader(
         _DecodeDataset([images.sources[i] for i in positions], size, channels, images.orientation),
         batch_size=batch_size,

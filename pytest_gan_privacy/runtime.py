@@ -90,11 +90,32 @@ def cpu_threads(n: int | None = None) -> Iterator[int]:
 
     before = torch.get_num_threads()
     n = n or cpu_budget()
+    limit_heap_arenas()
     torch.set_num_threads(n)
     try:
         yield n
     finally:
         torch.set_num_threads(before)
+
+
+HEAP_ARENAS = 2
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_heap_arenas() -> None:
+    """At most HEAP_ARENAS glibc heaps for this process's threads (unless the user set
+    MALLOC_ARENA_MAX). Each thread that allocates gets a heap of its own otherwise (up
+    to 8 per core), and each keeps what it freed: measured, a cold ImageCLEF-size
+    audit with --features pixels peaked at 1,628 MiB with 2 heaps and 3,086 MiB without
+    the limit, as fast. Elsewhere than glibc, nothing."""
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, HEAP_ARENAS)
+    except (OSError, AttributeError):  # another C library (musl)
+        pass
 
 
 def return_freed_memory() -> None:

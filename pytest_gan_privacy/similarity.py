@@ -17,6 +17,8 @@ from typing import Protocol
 
 import torch
 
+from .runtime import return_freed_memory
+
 
 class Rows(Protocol):
     """Feature rows (N, D) that arrive in blocks, in order."""
@@ -63,6 +65,9 @@ def as_rows(features: torch.Tensor | Rows) -> Rows:
 
 # Features of generated images held at once by a scan: 32 M floats (128 MB).
 MAX_BLOCK_FEATURES = 1 << 25
+# Generated rows whose softmax is taken at once: the block's similarities in float64 would
+# be 128 MB twice over (measured: the peak of an ImageCLEF-size audit).
+SOFTMAX_ROWS = 512
 
 
 def merge_top_k(
@@ -146,7 +151,9 @@ def scan_generated(
         sims = rows.to(device) @ cands.T  # (B, C)
         v, i = sims.T.topk(min(k, sims.shape[0]), dim=1)
         top_v, top_i = merge_top_k(top_v, top_i, v, i + g0, k)
-        soft += torch.softmax(sims.double() / temperature, dim=1).sum(dim=0)
+        for part in sims.split(SOFTMAX_ROWS):  # float64 copies of a slice, not the block
+            soft += torch.softmax(part.double().div_(temperature), dim=1).sum(dim=0)
         g0 += len(rows)
+        return_freed_memory()  # the block's buffers, or the heap grows block by block
     k = min(k, g0)  # fewer rows than announced (images skipped as unreadable)
     return GeneratedScan(top_v[:, :k].cpu(), top_i[:, :k].cpu(), soft.cpu())
