@@ -623,9 +623,8 @@ def iter_batches(
     workers = default_workers() if workers is None else workers
     positions = list(range(len(images))) if only is None else only
     if workers and positions:
-        # a worker is a fork of this process: its resident pages, the heap's freed but
-        # kept blocks too, are the worker's from its start (measured: the largest
-        # process of an ImageCLEF-size audit was a decoding worker)
+        # a worker is a fork of this process and starts with its resident pages: the
+        # heap's freed but kept blocks need not be among them
         return_freed_memory()
     loader = DataLoader(
         _DecodeDataset([images.sources[i] for i in positions], size, channels, images.orientation),

@@ -15,6 +15,7 @@ imports torch, so this module imports torch only inside the functions that need 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING
 from .errors import AuditInputError
 
 if TYPE_CHECKING:
+    import ctypes
+
     import torch
 
 # progress(stage, done, total): called as long stages advance
@@ -108,28 +111,33 @@ def limit_heap_arenas() -> None:
     to 8 per core), and each keeps what it freed: measured, a cold ImageCLEF-size
     audit with --features pixels peaked at 1,628 MiB with 2 heaps and 3,086 MiB without
     the limit, as fast. Elsewhere than glibc, nothing."""
-    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, HEAP_ARENAS)
-    except (OSError, AttributeError):  # another C library (musl)
-        pass
+    libc = _glibc()
+    if libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        libc.mallopt(M_ARENA_MAX, HEAP_ARENAS)
 
 
 def return_freed_memory() -> None:
     """Give the memory freed so far back to the system (glibc's malloc_trim; elsewhere
     nothing). Blocks of a few MB, allocated and freed by the thousand, stay in the heap
     otherwise: measured, 1 GB more resident memory at ImageCLEF size."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, or None on another system or C library (musl has neither call)."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # another C library (musl): nothing to trim
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both exist, or not glibc
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def resolve_device(name: str) -> torch.device:
