@@ -20,10 +20,10 @@ turns, from the near-copy scan (nearcopies.py).
 Attack names ("patches calibrated", "near-copy") are a public interface: the JSON and
 the report list them.
 
-An attack that never beats chance only adds noise to the gate's per-fold choice. The
-MAE's reconstruction error (how well the MAE rebuilds a candidate from a quarter of its
-patches) was one: AUC 0.47-0.59 on brainmri64, at chance on every scenario of another
-CT collection, chosen in one fold of a clean release; it is gone.
+Every attack here beats chance on some measured scenario: one that never does only adds
+noise to the gate's per-fold choice. The MAE's reconstruction error (how well the MAE
+rebuilds a candidate from a quarter of its patches) is not an attack for that reason:
+AUC 0.46-0.59 on brainmri64, at chance on another CT collection (docs/measurements.md).
 """
 
 from __future__ import annotations

@@ -88,11 +88,12 @@ def _audit(settings: AuditSettings, progress: Progress) -> AuditResult | None:
     scores = score_release(settings, release, encoding, world, clock)  # fit ... scan
     if scores is None:  # a torchrun rank other than 0: its share is done, it writes nothing
         return None
-    near_copies, power = threshold_and_power(settings, release, scores, encoding)
-    clock.lap("power check")
-    measured = measure(settings, release.candidates, scores, near_copies)
-    clock.lap("metrics and gate")
     candidates = release.candidates
+    patients = candidate_patients(candidates.groups, candidates.hashes, candidates.labels)
+    near_copies, power = threshold_and_power(settings, release, scores, encoding, patients)
+    clock.lap("power check")
+    measured = measure(settings, candidates, scores, near_copies, patients)
+    clock.lap("metrics and gate")
     compared = against(baseline, candidates, measured, near_copies)
     evidence = Evidence(
         settings, measured.gate, candidates.labels, near_copies, measured.exposure, power, compared
@@ -147,14 +148,17 @@ def versions() -> dict[str, str]:
 
 
 def threshold_and_power(
-    settings: AuditSettings, release: Release, scores: Scores, encoding: Encoding
+    settings: AuditSettings,
+    release: Release,
+    scores: Scores,
+    encoding: Encoding,
+    patients: Patients | None,
 ) -> tuple[NearCopies, PowerCheck]:
     """The near-copy threshold (labels-blind, cached; lowered to the non-members' best
     match where the members hold replicas), the near-copies it finds in the scan, and
     the power check: planted copies of members, found at the labels-blind threshold."""
     candidates, pixels, device = release.candidates, release.pixels, encoding.device
     # with patients, pairs of one patient's slices do not set the near-copy reference
-    patients = candidate_patients(candidates.groups, candidates.hashes, candidates.labels)
     keys = None if patients is None else group_keys(candidates.groups, candidates.hashes)
     threshold = _threshold(settings, candidates, pixels, keys, encoding.device, encoding.cache)
     best = scores.scan.candidate_best.numpy()
@@ -214,12 +218,16 @@ class Measured:
 
 
 def measure(
-    settings: AuditSettings, candidates: Candidates, scores: Scores, near_copies: NearCopies
+    settings: AuditSettings,
+    candidates: Candidates,
+    scores: Scores,
+    near_copies: NearCopies,
+    patients: Patients | None,
 ) -> Measured:
-    """Every attack alone, then the gate's choice among them; with patients, folds and
-    intervals by patient, and the gate's numbers and exposure per patient."""
+    """Every attack alone, then the gate's choice among them; with `patients` (the
+    candidates'), folds and intervals by patient, and the gate's numbers and exposure
+    per patient."""
     labels = candidates.labels
-    patients = candidate_patients(candidates.groups, candidates.hashes, labels)
     by = None if patients is None else patients.index
     policy, folds, seed, rounds = (
         settings.threshold_policy,
